@@ -1,0 +1,83 @@
+"""Shared CLI plumbing: one-line errors, option validators, the progress bar."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+from advhpo._errors import AdvhpoError
+
+# soft_wrap: an error stays one line however narrow the terminal.
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def print_error(message: str) -> None:
+    """Print ``error: message`` on stderr, whitespace folded so it is one line."""
+    err_console.print(f"[bold red]error:[/] {' '.join(str(message).split())}", highlight=False)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: message`` as one line on stderr and exit with ``code``."""
+    print_error(message)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn any deliberate :class:`AdvhpoError` into a one-line message and exit code 1."""
+    try:
+        yield
+    except AdvhpoError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def eps_option(value: float | None) -> float | None:
+    """Typer callback: an L∞ radius must lie in [0, 1] (pixel units)."""
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"must be in [0, 1] (pixel units), got {value}")
+    return value
+
+
+def positive_int(value: int | None) -> int | None:
+    """Typer callback: counts must be at least 1."""
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be >= 1, got {value}")
+    return value
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[ProgressFn | None]:
+    """A rich progress bar on stderr with one task per phase; yields ``None`` when disabled."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, object] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                label = "training (member-epochs)" if phase == "train" else "evaluating (images)"
+                tasks[phase] = bar.add_task(label, total=total)
+            bar.update(tasks[phase], completed=done, total=total)  # type: ignore[arg-type]
+
+        yield update

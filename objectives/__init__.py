@@ -1,0 +1,64 @@
+"""advhpo.objectives: turn one trial config into numbers (data, nets, attacks, training, eval)."""
+
+from __future__ import annotations
+
+from advhpo.objectives._attacks import fgsm, fgsm_rs, pgd
+from advhpo.objectives._config import (
+    ADV_METHODS,
+    DATASETS,
+    PRESET_DATASET,
+    PRESETS,
+    NetConfig,
+    TrialConfig,
+    family_net,
+    thesis_cifar10,
+    thesis_mnist,
+)
+from advhpo.objectives._data import (
+    DATA_DIR_ENV,
+    DatasetSplits,
+    ImageSet,
+    load_raw,
+    load_splits,
+    resolve_data_dir,
+)
+from advhpo.objectives._device import resolve_device
+from advhpo.objectives._evaluate import MeanLogits, evaluate, vote
+from advhpo.objectives._net import count_parameters, forward_flops, make_net
+from advhpo.objectives._objective import TrialOutcome, run_trial
+from advhpo.objectives._persist import load_ensemble, save_ensemble
+from advhpo.objectives._training import MemberTrainer, train_members
+
+__all__ = [
+    "ADV_METHODS",
+    "DATASETS",
+    "DATA_DIR_ENV",
+    "PRESETS",
+    "PRESET_DATASET",
+    "DatasetSplits",
+    "ImageSet",
+    "MeanLogits",
+    "MemberTrainer",
+    "NetConfig",
+    "TrialConfig",
+    "TrialOutcome",
+    "count_parameters",
+    "evaluate",
+    "family_net",
+    "fgsm",
+    "fgsm_rs",
+    "forward_flops",
+    "load_ensemble",
+    "load_raw",
+    "load_splits",
+    "make_net",
+    "pgd",
+    "resolve_data_dir",
+    "resolve_device",
+    "run_trial",
+    "save_ensemble",
+    "thesis_cifar10",
+    "thesis_mnist",
+    "train_members",
+    "vote",
+]

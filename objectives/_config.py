@@ -1,0 +1,265 @@
+"""The frozen, typed configs of one trial: the only thing search code and training code share."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from advhpo._errors import ConfigError
+
+Dataset = Literal["mnist", "cifar10"]
+AdvMethod = Literal["none", "fgsm", "fgsm_rs", "generator"]
+EvalSplit = Literal["val", "test"]
+
+DATASETS: tuple[str, ...] = ("mnist", "cifar10")
+ADV_METHODS: tuple[str, ...] = ("none", "fgsm", "fgsm_rs", "generator")
+EVAL_SPLITS: tuple[str, ...] = ("val", "test")
+
+# Per-dataset image geometry and the channel statistics the net normalises with (on the device,
+# inside the model, so attacks and users work in [0, 1] pixel space).
+IMAGE_SHAPE: dict[str, tuple[int, int, int]] = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+CHANNEL_MEAN: dict[str, tuple[float, ...]] = {
+    "mnist": (0.1307,),
+    "cifar10": (0.4914, 0.4822, 0.4465),
+}
+CHANNEL_STD: dict[str, tuple[float, ...]] = {
+    "mnist": (0.3081,),
+    "cifar10": (0.2470, 0.2435, 0.2616),
+}
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture of one CNN of the family.
+
+    Each block is conv3x3 → ReLU (→ conv3x3 → ReLU) → 2x2 max-pool → dropout; a dense head
+    with dropout after every hidden layer follows.
+
+    Attributes:
+        dataset: ``"mnist"`` or ``"cifar10"``; fixes the input shape and normalisation.
+        blocks: Conv widths per block, e.g. ``((32, 64),)`` is Conv32-Conv64-Pool.
+        padding: Zero padding of the first and second conv of every block (pixels);
+            ``(1, 1)`` keeps the size ("same"), ``(0, 0)`` shrinks it by 2 per conv ("valid").
+        dense: Widths of the hidden dense layers.
+        conv_dropout: Drop probability after each block. Default 0.25.
+        dense_dropout: Drop probability after each hidden dense layer. Default 0.5.
+        num_classes: Output classes. Default 10.
+    """
+
+    dataset: str
+    blocks: tuple[tuple[int, ...], ...]
+    padding: tuple[int, int] = (1, 1)
+    dense: tuple[int, ...] = (128,)
+    conv_dropout: float = 0.25
+    dense_dropout: float = 0.5
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        if not self.blocks:
+            raise ConfigError("a net needs at least one conv block")
+        if any(not 1 <= len(b) <= 2 for b in self.blocks):
+            raise ConfigError("each conv block holds one or two convs")
+        for p in (self.conv_dropout, self.dense_dropout):
+            if not 0.0 <= p < 1.0:
+                raise ConfigError(f"dropout must be in [0, 1), got {p}")
+        if self.feature_size() < 1:
+            raise ConfigError(
+                f"{len(self.blocks)} blocks shrink a {self.image_size}px image below one pixel"
+            )
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels (1 for MNIST, 3 for CIFAR-10)."""
+        return IMAGE_SHAPE[self.dataset][0]
+
+    @property
+    def image_size(self) -> int:
+        """Image side in pixels."""
+        return IMAGE_SHAPE[self.dataset][1]
+
+    def feature_size(self) -> int:
+        """Side in pixels of the feature map entering the dense head."""
+        size = self.image_size
+        for block in self.blocks:
+            for i in range(len(block)):
+                size += 2 * self.padding[i] - 2
+            size //= 2
+        return size
+
+
+def thesis_mnist() -> NetConfig:
+    """The thesis MNIST net: Conv32-Conv64-Pool-Drop-Dense128-Drop-Dense10 (1,199,882 params)."""
+    return NetConfig(dataset="mnist", blocks=((32, 64),), padding=(0, 0))
+
+
+def thesis_cifar10() -> NetConfig:
+    """The thesis CIFAR-10 net: 2x64, 2x128, 2x256 convs, Dense1024-512 (2,724,938 params)."""
+    return NetConfig(
+        dataset="cifar10",
+        blocks=((64, 64), (128, 128), (256, 256)),
+        padding=(1, 0),
+        dense=(1024, 512),
+    )
+
+
+PRESETS = {"thesis-mnist": thesis_mnist, "thesis-cifar10": thesis_cifar10}
+PRESET_DATASET = {"thesis-mnist": "mnist", "thesis-cifar10": "cifar10"}
+
+
+def family_net(dataset: str, layers: int, dropout: float = 0.25) -> NetConfig:
+    """A net of the searchable family: ``layers`` blocks of two "same" convs, widths doubling.
+
+    Args:
+        dataset: ``"mnist"`` or ``"cifar10"``.
+        layers: Number of conv blocks (1 to 4 on MNIST, 1 to 5 on CIFAR-10).
+        dropout: Drop probability of every dropout layer. Default 0.25.
+
+    Returns:
+        The net's config: block ``i`` has two convs of ``32 * 2**i`` channels, then Dense128.
+    """
+    if layers < 1:
+        raise ConfigError(f"layers must be >= 1, got {layers}")
+    blocks = tuple((32 * 2**i, 32 * 2**i) for i in range(layers))
+    return NetConfig(
+        dataset=dataset,
+        blocks=blocks,
+        padding=(1, 1),
+        dense=(128,),
+        conv_dropout=dropout,
+        dense_dropout=dropout,
+    )
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one training-and-evaluation run needs; built in one place per trial.
+
+    Attributes:
+        dataset: ``"mnist"`` or ``"cifar10"``.
+        net: The architecture.
+        lr: SGD learning rate. Default 0.01.
+        momentum: SGD momentum. Default 0.9.
+        nesterov: Nesterov momentum. Default False.
+        weight_decay: L2 penalty coefficient. Default 0.0.
+        batch_size: Images per SGD step. Default 128.
+        epochs: Passes over the training images. Default 2.
+        train_subset: Training images used (``None``: the whole training split).
+        val_fraction: Share of the official training set held out for validation. Default 0.1.
+        adv_method: ``"none"``, ``"fgsm"`` (Goodfellow mixed loss), ``"fgsm_rs"`` (Wong
+            random start) or ``"generator"`` (GAN-style perturbation generator).
+        adv_eps: Training L∞ radius in [0, 1] pixel units. Default 0.0.
+        gen_ratio: Generator steps per classifier step (start value when adaptive). Default 1.
+        gen_adaptive: Raise the ratio while the generator's loss is above the threshold.
+        gen_loss_threshold: The adaptive target for the generator's loss. Default 0.6.
+        gen_max_ratio: Upper bound of the adaptive ratio. Default 12.
+        ensemble: Members trained from different seeds; prediction is their vote. Default 1.
+        seed: Seed of member 0; member ``k`` uses ``seed + k``. Default 0.
+        eval_eps: L∞ radius of the evaluation attacks (pixel units). Default 0.3.
+        eval_split: ``"val"`` (what searches optimise) or ``"test"``. Default ``"val"``.
+        eval_subset: Evaluation images used (``None``: the whole split).
+        eps_grid: Radii of the accuracy-vs-eps curve (pixel units).
+        pgd_steps: PGD iterations. Default 10.
+        pgd_step_size: PGD step in pixel units (``None``: 2.5 * eps / steps, Madry et al.).
+    """
+
+    dataset: str
+    net: NetConfig
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 2
+    train_subset: int | None = None
+    val_fraction: float = 0.1
+    adv_method: str = "none"
+    adv_eps: float = 0.0
+    gen_ratio: int = 1
+    gen_adaptive: bool = False
+    gen_loss_threshold: float = 0.6
+    gen_max_ratio: int = 12
+    ensemble: int = 1
+    seed: int = 0
+    eval_eps: float = 0.3
+    eval_split: str = "val"
+    eval_subset: int | None = None
+    eps_grid: tuple[float, ...] = field(default=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3))
+    pgd_steps: int = 10
+    pgd_step_size: float | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("adv_method", self.adv_method, ADV_METHODS)
+        check_choice("eval_split", self.eval_split, EVAL_SPLITS)
+        if self.net.dataset != self.dataset:
+            raise ConfigError(f"the net is built for {self.net.dataset}, not {self.dataset}")
+        check_eps("adv_eps", self.adv_eps)
+        check_eps("eval_eps", self.eval_eps)
+        for eps in self.eps_grid:
+            check_eps("eps_grid", eps)
+        _check_positive("lr", self.lr)
+        _check_range("momentum", self.momentum, 0.0, 1.0)
+        _check_range("weight_decay", self.weight_decay, 0.0, math.inf)
+        _check_range("val_fraction", self.val_fraction, 0.0, 0.5, high_open=True)
+        for name in ("batch_size", "epochs", "ensemble", "gen_ratio", "gen_max_ratio", "pgd_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("train_subset", "eval_subset"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"{name} must be >= 1, got {v}")
+        if self.adv_method != "none" and self.adv_eps == 0.0:
+            raise ConfigError(f"adv_method {self.adv_method!r} needs adv_eps > 0")
+        if self.pgd_step_size is not None:
+            _check_positive("pgd_step_size", self.pgd_step_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready plain data (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ConfigError: A key is unknown or a value out of range.
+        """
+        data = dict(data)
+        net = dict(data.pop("net"))
+        net["blocks"] = tuple(tuple(b) for b in net["blocks"])
+        net["padding"] = tuple(net["padding"])
+        net["dense"] = tuple(net["dense"])
+        data["eps_grid"] = tuple(data.get("eps_grid", ()))
+        try:
+            return cls(net=NetConfig(**net), **data)
+        except TypeError as e:
+            raise ConfigError(f"malformed trial config: {e}") from e
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+
+
+def check_eps(name: str, value: float) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a radius in [0, 1] pixel units."""
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1] (pixel units), got {value}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{name} must be a positive number, got {value}")
+
+
+def _check_range(
+    name: str, value: float, low: float, high: float, *, high_open: bool = False
+) -> None:
+    ok = low <= value < high if high_open else low <= value <= high
+    if not ok:
+        bracket = ")" if high_open else "]"
+        raise ConfigError(f"{name} must be in [{low}, {high}{bracket}, got {value}")

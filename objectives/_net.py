@@ -1,0 +1,82 @@
+"""``make_net(cfg)``: the CNN family, built from a few tiny modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from advhpo.objectives._config import CHANNEL_MEAN, CHANNEL_STD, NetConfig
+
+
+class Normalize(nn.Module):
+    """Standardise [0, 1] images per channel, so the model (and every attack) sees pixel space."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _conv_block(
+    c_in: int, widths: tuple[int, ...], padding: tuple[int, int], dropout: float
+) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, width in enumerate(widths):
+        layers += [nn.Conv2d(c_in, width, 3, padding=padding[i]), nn.ReLU(inplace=True)]
+        c_in = width
+    layers += [nn.MaxPool2d(2), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+def make_net(cfg: NetConfig) -> nn.Sequential:
+    """Build the network described by ``cfg``.
+
+    Args:
+        cfg: The architecture.
+
+    Returns:
+        A module mapping images in [0, 1], shape ``(N, C, H, W)``, to class logits ``(N, 10)``.
+    """
+    layers: list[nn.Module] = [Normalize(CHANNEL_MEAN[cfg.dataset], CHANNEL_STD[cfg.dataset])]
+    c_in = cfg.in_channels
+    for widths in cfg.blocks:
+        layers.append(_conv_block(c_in, widths, cfg.padding, cfg.conv_dropout))
+        c_in = widths[-1]
+    layers.append(nn.Flatten())
+    features = c_in * cfg.feature_size() ** 2
+    for width in cfg.dense:
+        layers += [nn.Linear(features, width), nn.ReLU(inplace=True), nn.Dropout(cfg.dense_dropout)]
+        features = width
+    layers.append(nn.Linear(features, cfg.num_classes))
+    return nn.Sequential(*layers)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def forward_flops(cfg: NetConfig) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one image's forward pass through conv and dense layers.
+
+    Used by the throughput benchmark to express img/s as a fraction of the matmul peak.
+    """
+    flops = 0
+    size, c_in = cfg.image_size, cfg.in_channels
+    for widths in cfg.blocks:
+        for i, width in enumerate(widths):
+            size += 2 * cfg.padding[i] - 2
+            flops += 2 * size * size * width * c_in * 9
+            c_in = width
+        size //= 2
+    features = c_in * size * size
+    for width in (*cfg.dense, cfg.num_classes):
+        flops += 2 * features * width
+        features = width
+    return flops

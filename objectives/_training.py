@@ -1,0 +1,265 @@
+"""Training one ensemble member: SGD with momentum and the adversarial training methods."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advhpo._errors import DivergenceError
+from advhpo.objectives._attacks import fgsm, fgsm_rs
+from advhpo.objectives._config import TrialConfig
+from advhpo.objectives._data import ImageSet
+from advhpo.objectives._device import amp_dtype, memory_format
+from advhpo.objectives._generator import PerturbationGenerator, generator_loss
+from advhpo.objectives._net import make_net
+
+_CHECK_EVERY = 50  # steps between finiteness checks: each check syncs a GPU
+_ADAPT_WINDOW = 50  # classifier steps over which the generator's loss is averaged
+_GEN_LR = 1e-3  # Adam step of the perturbation generator
+
+
+def to_float_batch(images: Tensor, device: torch.device) -> Tensor:
+    """uint8 images → float [0, 1] in the device's preferred layout."""
+    x = images.to(device, non_blocking=True).float().div_(255.0)
+    return x.contiguous(memory_format=memory_format(device))
+
+
+class MemberTrainer:
+    """Trains one member epoch by epoch; its full state can be checkpointed and restored.
+
+    Every source of randomness (initial weights, batch order, dropout, random starts) is
+    private to the member and seeded with ``cfg.seed + member``, so a member's result does not
+    depend on how many others are trained beside it or in which order, and the same seed gives
+    the same weights on the CPU.
+
+    Args:
+        cfg: The trial's config.
+        member: Index of the member in the ensemble.
+        device: Where the model and batches live.
+    """
+
+    def __init__(self, cfg: TrialConfig, member: int, device: torch.device) -> None:
+        self.cfg = cfg
+        self.member = member
+        self.device = device
+        self.seed = cfg.seed + member
+        self.epoch = 0
+        self.gen_ratio = cfg.gen_ratio
+        self.history: list[dict[str, Any]] = []
+        self._gen_window: list[float] = []
+        self._cpu_rng: torch.Tensor = torch.get_rng_state()  # replaced in _private_rng
+        self._cuda_rng: torch.Tensor | None = None
+        self._order_rng = torch.Generator().manual_seed(self.seed)
+        self._attack_rng = torch.Generator(device=device).manual_seed(self.seed)
+        self._amp = amp_dtype(device)
+        with self._private_rng(initial=True):
+            self.model = make_net(cfg.net).to(device).to(memory_format=memory_format(device))
+            self.gen: PerturbationGenerator | None = None
+            if cfg.adv_method == "generator":
+                self.gen = PerturbationGenerator(cfg.net.in_channels, cfg.adv_eps).to(device)
+        self.opt = torch.optim.SGD(
+            self.model.parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
+        self.gen_opt = torch.optim.Adam(self.gen.parameters(), lr=_GEN_LR) if self.gen else None
+        # fp16 needs loss scaling; bf16 and fp32 do not.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self._amp == torch.float16)
+
+    @contextlib.contextmanager
+    def _private_rng(self, *, initial: bool = False) -> Iterator[None]:
+        """Swap this member's global RNG state (dropout, init) in, and the caller's back out."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            if initial:
+                torch.manual_seed(self.seed)
+            else:
+                torch.set_rng_state(self._cpu_rng)
+                if devices and self._cuda_rng is not None:
+                    torch.cuda.set_rng_state(self._cuda_rng, self.device)
+            yield
+            self._cpu_rng = torch.get_rng_state()
+            if devices:
+                self._cuda_rng = torch.cuda.get_rng_state(self.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self._amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._amp)
+
+    def train_epoch(self, train: ImageSet) -> dict[str, Any]:
+        """One pass over ``train`` (uint8 images on any device) in a fresh random order.
+
+        Returns:
+            The epoch's record: epoch number (1-based), mean loss, seconds, and for the
+            generator method its final ratio and mean loss.
+
+        Raises:
+            DivergenceError: The loss became NaN or infinite.
+        """
+        cfg, model = self.cfg, self.model
+        model.train()
+        n, bs = len(train), cfg.batch_size
+        order = torch.randperm(n, generator=self._order_rng).to(train.images.device)
+        total = torch.zeros((), device=self.device)
+        gen_total, gen_count = 0.0, 0
+        start = time.perf_counter()
+        steps = math.ceil(n / bs)
+        with self._private_rng():
+            for step in range(steps):
+                idx = order[step * bs : (step + 1) * bs]
+                x = to_float_batch(train.images.index_select(0, idx), self.device)
+                y = train.labels.index_select(0, idx).to(self.device, non_blocking=True)
+                if self.gen is not None:
+                    gen_loss = self._generator_steps(x, y)
+                    gen_total += gen_loss
+                    gen_count += 1
+                    self._adapt_ratio(gen_loss)
+                loss = self._classifier_step(x, y)
+                total += loss
+                if (step + 1) % _CHECK_EVERY == 0 or step == steps - 1:
+                    self._check_finite(total, step)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.epoch += 1
+        record: dict[str, Any] = {
+            "epoch": self.epoch,
+            "loss": float(total) / steps,
+            "seconds": time.perf_counter() - start,
+        }
+        if self.gen is not None:
+            record["gen_ratio"] = self.gen_ratio
+            record["gen_loss"] = gen_total / max(gen_count, 1)
+        self.history.append(record)
+        return record
+
+    def _classifier_step(self, x: Tensor, y: Tensor) -> Tensor:
+        cfg, model = self.cfg, self.model
+        with self._autocast():
+            if cfg.adv_method == "none":
+                inputs, targets = x, y
+            elif cfg.adv_method == "fgsm":
+                # Goodfellow et al. 2014: 0.5 clean + 0.5 adversarial loss, one batched pass.
+                inputs = torch.cat([x, fgsm(model, x, y, cfg.adv_eps)])
+                targets = torch.cat([y, y])
+            elif cfg.adv_method == "fgsm_rs":
+                # Wong et al. 2020: train on FGSM from a random start only (step 1.25 eps).
+                inputs = fgsm_rs(model, x, y, cfg.adv_eps, generator=self._attack_rng)
+                targets = y
+            else:
+                assert self.gen is not None
+                with torch.no_grad():
+                    x_gen = self.gen(x)
+                inputs, targets = torch.cat([x, x_gen]), torch.cat([y, y])
+            loss = F.cross_entropy(model(inputs), targets)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return loss.detach().float()
+
+    def _generator_steps(self, x: Tensor, y: Tensor) -> float:
+        """``gen_ratio`` generator updates on this batch against the current classifier."""
+        assert self.gen is not None and self.gen_opt is not None
+        params = list(self.gen.parameters())
+        value = torch.zeros((), device=self.device)
+        for _ in range(self.gen_ratio):
+            with self._autocast():
+                loss = generator_loss(self.model(self.gen(x)), y)
+            # Only the generator's gradients: the classifier's .grad must stay untouched.
+            grads = torch.autograd.grad(-loss, params)
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            self.gen_opt.step()
+            value = loss.detach()
+        return float(value)
+
+    def _adapt_ratio(self, gen_loss: float) -> None:
+        """Adaptive schedule: one more generator step per cycle while its loss is too high.
+
+        A high generator loss means the classifier already resists the generator's images;
+        giving the generator more steps keeps the game balanced (the paper kept it < 0.6).
+        """
+        cfg = self.cfg
+        if not cfg.gen_adaptive:
+            return
+        self._gen_window.append(gen_loss)
+        if len(self._gen_window) >= _ADAPT_WINDOW:
+            mean = sum(self._gen_window) / len(self._gen_window)
+            self._gen_window.clear()
+            if mean > cfg.gen_loss_threshold and self.gen_ratio < cfg.gen_max_ratio:
+                self.gen_ratio += 1
+
+    def _check_finite(self, total: Tensor, step: int) -> None:
+        value = float(total)
+        if not math.isfinite(value):
+            raise DivergenceError(
+                f"training diverged: loss became {value} in epoch {self.epoch + 1}, "
+                f"step {step + 1} of member {self.member} (lr={self.cfg.lr:g}); "
+                "try a smaller learning rate"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly where it stopped."""
+        state: dict[str, Any] = {
+            "epoch": self.epoch,
+            "gen_ratio": self.gen_ratio,
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "order_rng": self._order_rng.get_state(),
+            "attack_rng": self._attack_rng.get_state(),
+            "cpu_rng": self._cpu_rng,
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = self._cuda_rng
+        if self.gen is not None and self.gen_opt is not None:
+            state["gen"] = self.gen.state_dict()
+            state["gen_opt"] = self.gen_opt.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (RNG states included, so training resumes exactly)."""
+        self.epoch = int(state["epoch"])
+        self.gen_ratio = int(state["gen_ratio"])
+        self.history = list(state["history"])
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.scaler.load_state_dict(state["scaler"])
+        self._order_rng.set_state(state["order_rng"])
+        self._attack_rng.set_state(state["attack_rng"])
+        self._cpu_rng = state["cpu_rng"]
+        if "cuda_rng" in state and self.device.type == "cuda":
+            self._cuda_rng = state["cuda_rng"]
+        if self.gen is not None and self.gen_opt is not None:
+            self.gen.load_state_dict(state["gen"])
+            self.gen_opt.load_state_dict(state["gen_opt"])
+
+
+def train_members(trainers: list[MemberTrainer], train: ImageSet) -> list[dict[str, Any]]:
+    """Advance every member by one epoch: the one place that decides how members share a device.
+
+    On the CPU a plain loop is fastest: training 5 members at once with ``torch.func.vmap`` or
+    grouped convolutions was 1.4–1.8x slower on 2 cores, since each member already keeps the
+    cores busy. (On a GPU, where a small net leaves the device idle, stacking members would win;
+    that path is not written yet, so GPUs use the loop too.)
+
+    Returns:
+        One epoch record per member.
+    """
+    return [t.train_epoch(train) for t in trainers]
+
+
+def member_models(trainers: list[MemberTrainer]) -> list[nn.Module]:
+    """The members' networks, in member order."""
+    return [t.model for t in trainers]

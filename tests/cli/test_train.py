@@ -1,0 +1,135 @@
+"""``advhpo train``: argument errors, output contract, saved ensembles (real MNIST e2e)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from advhpo.cli import main
+from advhpo.objectives import load_ensemble, load_splits
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--adv-eps", "1.5"], "--adv-eps"),
+        (["train", "--eval-eps", "-0.1"], "--eval-eps"),
+        (["train", "--dataset", "svhn"], "--dataset"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--preset", "thesis-cifar10", "--dataset", "mnist"], "--preset"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(argv, capsys)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("error:") and needle in err
+
+
+def test_missing_data_offline_fails_in_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save = tmp_path / "ens"
+    argv = ["train", "--data-dir", str(tmp_path), "--offline", "--save", str(save)]
+    code, _, err = _run(argv, capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "offline" in err
+    assert not save.exists()
+
+
+def test_corrupt_data_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (raw / f"{stem}.gz").write_bytes(b"\x1f\x8b garbage")
+    code, _, err = _run(["train", "--data-dir", str(tmp_path), "--offline"], capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "idx" in err and ".gz" in err
+
+
+def test_unavailable_device_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code, _, err = _run(["train", "--device", "cuda"], capsys)
+    assert code == 1 and "CUDA is not available" in err
+
+
+def test_cli_import_does_not_load_torch() -> None:
+    code = "import sys, advhpo.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.real_data
+def test_train_json_and_save_on_real_mnist(real_data_dir: Path, tmp_path: Path) -> None:
+    save = tmp_path / "ens"
+    argv = [
+        sys.executable,
+        "-m",
+        "advhpo",
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(real_data_dir),
+        "--offline",
+        "--train-subset",
+        "2048",
+        "--epochs",
+        "1",
+        "--eval-subset",
+        "300",
+        "--ensemble",
+        "3",
+        "--pgd-steps",
+        "2",
+        "--json",
+        "--save",
+        str(save),
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
+    result = json.loads(proc.stdout)  # stdout holds exactly one JSON object
+    for key in (
+        "clean_acc",
+        "fgsm_acc",
+        "pgd_acc",
+        "transfer_acc",
+        "member_clean_acc",
+        "eps_curve",
+        "train_seconds",
+        "eval_split",
+        "n_eval",
+        "config",
+    ):
+        assert key in result
+    assert result["n_eval"] == 300 and result["eval_split"] == "val"
+    assert len(result["member_clean_acc"]) == 3
+    assert result["clean_acc"] > 0.5  # 16 SGD steps on real images: far above chance (0.1)
+    assert result["config"]["net"]["blocks"] == [[32, 64]]  # the thesis-mnist default
+
+    model = load_ensemble(save)
+    val = load_splits("mnist", real_data_dir).val.head(300)
+    with torch.no_grad():
+        logits = model(val.images.float() / 255)
+    assert logits.shape == (300, 10)
+    accuracy = (logits.argmax(1) == val.labels).float().mean().item()
+    # Mean logits and the vote agree on almost every image.
+    assert abs(accuracy - result["clean_acc"]) < 0.05

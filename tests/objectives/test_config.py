@@ -1,0 +1,97 @@
+"""Trial and net configs: presets, validation, serialisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advhpo import ConfigError
+from advhpo.objectives import (
+    NetConfig,
+    TrialConfig,
+    count_parameters,
+    family_net,
+    forward_flops,
+    make_net,
+    thesis_cifar10,
+    thesis_mnist,
+)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "params"), [(thesis_mnist(), 1_199_882), (thesis_cifar10(), 2_724_938)]
+)
+def test_thesis_presets_have_the_thesis_parameter_counts(cfg: NetConfig, params: int) -> None:
+    assert count_parameters(make_net(cfg)) == params
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_family_nets_map_images_to_ten_logits(dataset: str, layers: int) -> None:
+    cfg = family_net(dataset, layers, dropout=0.1)
+    x = torch.rand(2, cfg.in_channels, cfg.image_size, cfg.image_size)
+    assert make_net(cfg)(x).shape == (2, 10)
+    assert len(cfg.blocks) == layers
+    assert [b[0] for b in cfg.blocks] == [32 * 2**i for i in range(layers)]
+
+
+def test_too_many_blocks_for_the_image_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="below one pixel"):
+        family_net("mnist", 6)
+
+
+def test_forward_flops_of_the_thesis_mnist_net() -> None:
+    conv1 = 26 * 26 * 32 * 1 * 9
+    conv2 = 24 * 24 * 64 * 32 * 9
+    dense = 9216 * 128 + 128 * 10
+    assert forward_flops(thesis_mnist()) == 2 * (conv1 + conv2 + dense)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"dataset": "svhn"}, "unknown dataset"),
+        ({"adv_method": "cw"}, "unknown adv_method"),
+        ({"adv_eps": 1.5, "adv_method": "fgsm"}, r"adv_eps must be in \[0, 1\]"),
+        ({"eval_eps": -0.1}, r"eval_eps must be in \[0, 1\]"),
+        ({"eps_grid": (0.0, 2.0)}, "eps_grid"),
+        ({"adv_method": "fgsm"}, "needs adv_eps > 0"),
+        ({"lr": 0.0}, "lr must be a positive"),
+        ({"ensemble": 0}, "ensemble must be >= 1"),
+        ({"eval_split": "train"}, "unknown eval_split"),
+        ({"val_fraction": 0.5}, "val_fraction"),
+    ],
+)
+def test_bad_values_are_config_errors(changes: dict[str, object], message: str) -> None:
+    kwargs: dict[str, object] = {"dataset": "mnist", "net": thesis_mnist(), **changes}
+    with pytest.raises(ConfigError, match=message):
+        TrialConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_net_for_another_dataset_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="built for cifar10"):
+        TrialConfig(dataset="mnist", net=thesis_cifar10())
+
+
+def test_config_errors_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        TrialConfig(dataset="mnist", net=thesis_mnist(), adv_eps=2.0)
+
+
+def test_config_round_trips_through_a_dict() -> None:
+    cfg = TrialConfig(
+        dataset="cifar10",
+        net=family_net("cifar10", 2, 0.3),
+        adv_method="fgsm_rs",
+        adv_eps=0.03,
+        ensemble=3,
+        eps_grid=(0.0, 0.01),
+    )
+    assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_from_dict_rejects_unknown_keys() -> None:
+    data = TrialConfig(dataset="mnist", net=thesis_mnist()).to_dict()
+    data["colour"] = "blue"
+    with pytest.raises(ConfigError, match="malformed"):
+        TrialConfig.from_dict(data)

@@ -1,0 +1,64 @@
+"""Saving an ensemble and loading it back as one module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from advhpo import DataError
+from advhpo.objectives import NetConfig, TrialConfig, load_ensemble, make_net, save_ensemble
+
+
+def _cfg() -> TrialConfig:
+    return TrialConfig(
+        dataset="mnist", net=NetConfig(dataset="mnist", blocks=((4,),), dense=(8,)), ensemble=2
+    )
+
+
+def _members(cfg: TrialConfig) -> list[torch.nn.Module]:
+    torch.manual_seed(0)
+    return [make_net(cfg.net).eval() for _ in range(cfg.ensemble)]
+
+
+def test_a_loaded_ensemble_gives_the_mean_member_logits(tmp_path: Path) -> None:
+    cfg = _cfg()
+    members = _members(cfg)
+    save_ensemble(tmp_path / "ens", cfg, members)
+    loaded = load_ensemble(tmp_path / "ens")
+    x = torch.rand(5, 1, 28, 28)
+    expected = torch.stack([m(x) for m in members]).mean(0)
+    assert not loaded.training
+    assert len(loaded.members) == 2
+    torch.testing.assert_close(loaded(x), expected)
+
+
+def test_saving_over_an_existing_ensemble_replaces_it(tmp_path: Path) -> None:
+    cfg = _cfg()
+    save_ensemble(tmp_path / "ens", cfg, _members(cfg))
+    save_ensemble(tmp_path / "ens", cfg, _members(cfg)[:1])
+    assert sorted(p.name for p in (tmp_path / "ens").iterdir()) == ["config.json", "member_0.pt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ens"]  # no temporary leftovers
+
+
+def test_missing_directory_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a saved advhpo ensemble"):
+        load_ensemble(tmp_path / "nothing")
+
+
+def test_corrupt_weights_are_a_data_error_naming_the_file(tmp_path: Path) -> None:
+    cfg = _cfg()
+    save_ensemble(tmp_path / "ens", cfg, _members(cfg))
+    (tmp_path / "ens" / "member_1.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=r"member_1\.pt"):
+        load_ensemble(tmp_path / "ens")
+
+
+def test_weights_are_loaded_without_unpickling_code(tmp_path: Path) -> None:
+    cfg = _cfg()
+    save_ensemble(tmp_path / "ens", cfg, _members(cfg))
+    # A pickled arbitrary object is refused by weights_only loading.
+    torch.save({"x": object()}, tmp_path / "ens" / "member_0.pt")
+    with pytest.raises(DataError, match=r"member_0\.pt"):
+        load_ensemble(tmp_path / "ens")

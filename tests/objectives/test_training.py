@@ -1,0 +1,100 @@
+"""Member training: determinism, member independence, checkpoints, divergence, methods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from advhpo import DivergenceError
+from advhpo.objectives import DatasetSplits, MemberTrainer, NetConfig, TrialConfig, train_members
+
+CPU = torch.device("cpu")
+
+
+def _cfg(**changes: Any) -> TrialConfig:
+    net = NetConfig(dataset="mnist", blocks=((8,),), dense=(32,))
+    kwargs: dict[str, Any] = {"batch_size": 32, "lr": 0.05, **changes}
+    return TrialConfig(dataset="mnist", net=net, **kwargs)
+
+
+def _weights(t: MemberTrainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in t.model.parameters()]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_same_seed_gives_identical_weights(tiny_splits: DatasetSplits) -> None:
+    runs = []
+    for _ in range(2):
+        t = MemberTrainer(_cfg(seed=3), 0, CPU)
+        t.train_epoch(tiny_splits.train)
+        runs.append(_weights(t))
+    assert _same(runs[0], runs[1])
+
+
+def test_members_differ_and_do_not_depend_on_each_other(tiny_splits: DatasetSplits) -> None:
+    cfg = _cfg(ensemble=2)
+    pair = [MemberTrainer(cfg, k, CPU) for k in range(2)]
+    train_members(pair, tiny_splits.train)
+    alone = MemberTrainer(cfg, 1, CPU)
+    torch.manual_seed(999)  # the global RNG must not leak into a member
+    alone.train_epoch(tiny_splits.train)
+    assert _same(_weights(alone), _weights(pair[1]))
+    assert not _same(_weights(pair[0]), _weights(pair[1]))
+
+
+@pytest.mark.parametrize("method", ["none", "fgsm", "fgsm_rs", "generator"])
+def test_resuming_from_a_state_dict_continues_exactly(
+    tiny_splits: DatasetSplits, method: str
+) -> None:
+    cfg = _cfg(adv_method=method, adv_eps=0.0 if method == "none" else 0.2, seed=5)
+    straight = MemberTrainer(cfg, 0, CPU)
+    straight.train_epoch(tiny_splits.train)
+    straight.train_epoch(tiny_splits.train)
+
+    first = MemberTrainer(cfg, 0, CPU)
+    first.train_epoch(tiny_splits.train)
+    state = first.state_dict()
+    resumed = MemberTrainer(cfg, 0, CPU)
+    resumed.load_state_dict(state)
+    resumed.train_epoch(tiny_splits.train)
+    assert resumed.epoch == 2
+    assert _same(_weights(resumed), _weights(straight))
+
+
+@pytest.mark.parametrize("method", ["none", "fgsm", "fgsm_rs", "generator"])
+def test_every_method_lowers_the_loss(tiny_splits: DatasetSplits, method: str) -> None:
+    cfg = _cfg(adv_method=method, adv_eps=0.0 if method == "none" else 0.1)
+    t = MemberTrainer(cfg, 0, CPU)
+    losses = [t.train_epoch(tiny_splits.train)["loss"] for _ in range(4)]
+    assert losses[-1] < losses[0]
+
+
+def test_a_diverging_run_raises_with_the_reason(tiny_splits: DatasetSplits) -> None:
+    t = MemberTrainer(_cfg(lr=1e30), 0, CPU)
+    with pytest.raises(DivergenceError, match=r"diverged: loss became (nan|inf)"):
+        for _ in range(3):
+            t.train_epoch(tiny_splits.train)
+
+
+def test_adaptive_generator_ratio_grows_while_the_generator_loses(
+    tiny_splits: DatasetSplits,
+) -> None:
+    # A threshold of 0 can never be met, so every window of steps raises the ratio.
+    cfg = _cfg(
+        adv_method="generator", adv_eps=0.1, gen_adaptive=True, gen_loss_threshold=0.0, batch_size=1
+    )
+    t = MemberTrainer(cfg, 0, CPU)
+    record = t.train_epoch(tiny_splits.train.head(100))
+    assert record["gen_ratio"] == 3  # 100 steps = two windows of 50
+    assert record["gen_loss"] >= 0.0
+
+
+def test_fixed_generator_ratio_stays(tiny_splits: DatasetSplits) -> None:
+    cfg = _cfg(adv_method="generator", adv_eps=0.1, gen_ratio=4)
+    t = MemberTrainer(cfg, 0, CPU)
+    assert t.train_epoch(tiny_splits.train)["gen_ratio"] == 4
