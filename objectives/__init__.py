@@ -23,11 +23,18 @@ from advhpo.objectives._data import (
     resolve_data_dir,
 )
 from advhpo.objectives._device import resolve_device
+from advhpo.objectives._ensemble import (
+    EnsembleTrainer,
+    LoopEnsemble,
+    StackedEnsemble,
+    ensemble_strategy,
+    make_ensemble_trainer,
+)
 from advhpo.objectives._evaluate import MeanLogits, evaluate, vote
 from advhpo.objectives._net import count_parameters, forward_flops, make_net
 from advhpo.objectives._objective import TrialOutcome, run_trial
 from advhpo.objectives._persist import load_ensemble, save_ensemble
-from advhpo.objectives._training import MemberTrainer, train_members
+from advhpo.objectives._training import MemberTrainer
 
 __all__ = [
     "ADV_METHODS",
@@ -36,13 +43,17 @@ __all__ = [
     "PRESETS",
     "PRESET_DATASET",
     "DatasetSplits",
+    "EnsembleTrainer",
     "ImageSet",
+    "LoopEnsemble",
     "MeanLogits",
     "MemberTrainer",
     "NetConfig",
+    "StackedEnsemble",
     "TrialConfig",
     "TrialOutcome",
     "count_parameters",
+    "ensemble_strategy",
     "evaluate",
     "family_net",
     "fgsm",
@@ -51,6 +62,7 @@ __all__ = [
     "load_ensemble",
     "load_raw",
     "load_splits",
+    "make_ensemble_trainer",
     "make_net",
     "pgd",
     "resolve_data_dir",
@@ -59,6 +71,5 @@ __all__ = [
     "save_ensemble",
     "thesis_cifar10",
     "thesis_mnist",
-    "train_members",
     "vote",
 ]

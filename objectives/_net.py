@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from advhpo.objectives._config import CHANNEL_MEAN, CHANNEL_STD, NetConfig
@@ -23,6 +24,43 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Dropout(nn.Module):
+    """Inverted dropout with probability ``p``; identity in eval mode.
+
+    Same semantics as :class:`torch.nn.Dropout`, but on the CPU ATen's ``bernoulli_`` takes
+    ~13 ms for one (128, 64, 12, 12) batch while ``rand_like`` + compare takes ~4 ms: a tenth
+    of a thesis-MNIST training step. CUDA keeps the fused kernel of ``F.dropout``.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.is_cuda:
+            return F.dropout(x, self.p, training=True)
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class FlattenHWC(nn.Module):
+    """Flatten feature maps in (H, W, C) order.
+
+    For channels_last activations this is a free view, and the gradient flows back to the
+    pooling layer in channels_last too; the usual (C, H, W) flatten copies the activations
+    forward and makes max-pool's backward copy the gradient back: ~14% of a thesis-MNIST
+    training step on the CPU. The order only permutes the dense layer's inputs.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1).flatten(1)
+
+
 def _conv_block(
     c_in: int, widths: tuple[int, ...], padding: tuple[int, int], dropout: float
 ) -> nn.Sequential:
@@ -30,7 +68,7 @@ def _conv_block(
     for i, width in enumerate(widths):
         layers += [nn.Conv2d(c_in, width, 3, padding=padding[i]), nn.ReLU(inplace=True)]
         c_in = width
-    layers += [nn.MaxPool2d(2), nn.Dropout(dropout)]
+    layers += [nn.MaxPool2d(2), Dropout(dropout)]
     return nn.Sequential(*layers)
 
 
@@ -48,10 +86,10 @@ def make_net(cfg: NetConfig) -> nn.Sequential:
     for widths in cfg.blocks:
         layers.append(_conv_block(c_in, widths, cfg.padding, cfg.conv_dropout))
         c_in = widths[-1]
-    layers.append(nn.Flatten())
+    layers.append(FlattenHWC())
     features = c_in * cfg.feature_size() ** 2
     for width in cfg.dense:
-        layers += [nn.Linear(features, width), nn.ReLU(inplace=True), nn.Dropout(cfg.dense_dropout)]
+        layers += [nn.Linear(features, width), nn.ReLU(inplace=True), Dropout(cfg.dense_dropout)]
         features = width
     layers.append(nn.Linear(features, cfg.num_classes))
     return nn.Sequential(*layers)

@@ -14,12 +14,12 @@ from torch import nn
 from advhpo.objectives._config import TrialConfig
 from advhpo.objectives._data import DatasetSplits
 from advhpo.objectives._device import tune_cpu_allocator
+from advhpo.objectives._ensemble import EnsembleTrainer, make_ensemble_trainer
 from advhpo.objectives._evaluate import evaluate
-from advhpo.objectives._training import MemberTrainer, train_members
 
 # (phase, done, total): phase "train" counts member-epochs, "eval" counts images.
 ProgressFn = Callable[[str, int, int], None]
-EpochFn = Callable[[int, list[MemberTrainer]], None]
+EpochFn = Callable[[int, EnsembleTrainer], None]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def run_trial(
     splits: DatasetSplits,
     device: torch.device,
     *,
-    trainers: list[MemberTrainer] | None = None,
+    trainer: EnsembleTrainer | None = None,
     on_epoch: EpochFn | None = None,
     progress: ProgressFn | None = None,
 ) -> TrialOutcome:
@@ -50,8 +50,9 @@ def run_trial(
         cfg: The trial's config.
         splits: The dataset, uint8, on any device (batches are moved as needed).
         device: Where to train and evaluate.
-        trainers: Members to continue (e.g. restored from a checkpoint); default fresh ones.
-        on_epoch: Called after every epoch with the epoch number and the trainers (for
+        trainer: Members to continue (e.g. restored from a checkpoint); default fresh ones
+            from :func:`make_ensemble_trainer`.
+        on_epoch: Called after every epoch with the epoch number and the trainer (for
             checkpoints and early stopping; it may raise to stop the trial).
         progress: Called as work advances.
 
@@ -68,16 +69,16 @@ def run_trial(
     train = splits.train.head(cfg.train_subset)
     held_out = splits.test if cfg.eval_split == "test" else splits.val
     eval_data = held_out.head(cfg.eval_subset)
-    if trainers is None:
-        trainers = [MemberTrainer(cfg, k, device) for k in range(cfg.ensemble)]
-    total_work = cfg.epochs * len(trainers)
+    if trainer is None:
+        trainer = make_ensemble_trainer(cfg, device)
+    total_work = cfg.epochs * cfg.ensemble
     start = time.perf_counter()
-    for epoch in range(trainers[0].epoch + 1, cfg.epochs + 1):
-        train_members(trainers, train)
+    for epoch in range(trainer.epoch + 1, cfg.epochs + 1):
+        trainer.train_epoch(train)
         if progress is not None:
-            progress("train", epoch * len(trainers), total_work)
+            progress("train", epoch * cfg.ensemble, total_work)
         if on_epoch is not None:
-            on_epoch(epoch, trainers)
+            on_epoch(epoch, trainer)
     train_seconds = time.perf_counter() - start
     eval_progress = None
     if progress is not None:
@@ -87,13 +88,13 @@ def run_trial(
             done[0] += n
             progress("eval", done[0], len(eval_data))
 
-    members: list[nn.Module] = [t.model for t in trainers]
+    members = trainer.models()
     metrics = evaluate(members, eval_data, cfg, device, eval_progress)
     return TrialOutcome(
         {
             **metrics,
             "train_seconds": train_seconds,
-            "epochs": [t.history for t in trainers],
+            "epochs": trainer.history(),
             "n_train": len(train),
             "eval_split": cfg.eval_split,
             "device": str(device),

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from advhpo._errors import DivergenceError
 from advhpo.objectives._attacks import fgsm, fgsm_rs
@@ -29,6 +29,48 @@ def to_float_batch(images: Tensor, device: torch.device) -> Tensor:
     """uint8 images → float [0, 1] in the device's preferred layout."""
     x = images.to(device, non_blocking=True).float().div_(255.0)
     return x.contiguous(memory_format=memory_format(device))
+
+
+class PrivateRng:
+    """A global-RNG state of its own, swapped in around the code that draws from it.
+
+    Dropout and weight initialisation draw from torch's global generator; giving each trainer
+    its own state makes its result independent of whatever else runs in the process.
+
+    Args:
+        seed: Seed of the private state.
+        device: A CUDA device also gets its own CUDA generator state.
+    """
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self._devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=self._devices):
+            torch.manual_seed(seed)
+            self._save()
+
+    def _save(self) -> None:
+        self.cpu_state = torch.get_rng_state()
+        self.cuda_state = torch.cuda.get_rng_state(self._devices[0]) if self._devices else None
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Swap this state in, and the caller's back when done."""
+        with torch.random.fork_rng(devices=self._devices):
+            torch.set_rng_state(self.cpu_state)
+            if self._devices and self.cuda_state is not None:
+                torch.cuda.set_rng_state(self.cuda_state, self._devices[0])
+            yield
+            self._save()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The saved states, for checkpoints."""
+        return {"cpu": self.cpu_state, "cuda": self.cuda_state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; a CUDA state is kept only when training on CUDA."""
+        self.cpu_state = state["cpu"]
+        if self._devices and state.get("cuda") is not None:
+            self.cuda_state = state["cuda"]
 
 
 class MemberTrainer:
@@ -54,12 +96,11 @@ class MemberTrainer:
         self.gen_ratio = cfg.gen_ratio
         self.history: list[dict[str, Any]] = []
         self._gen_window: list[float] = []
-        self._cpu_rng: torch.Tensor = torch.get_rng_state()  # replaced in _private_rng
-        self._cuda_rng: torch.Tensor | None = None
         self._order_rng = torch.Generator().manual_seed(self.seed)
         self._attack_rng = torch.Generator(device=device).manual_seed(self.seed)
         self._amp = amp_dtype(device)
-        with self._private_rng(initial=True):
+        self._rng = PrivateRng(self.seed, device)
+        with self._rng.active():
             self.model = make_net(cfg.net).to(device).to(memory_format=memory_format(device))
             self.gen: PerturbationGenerator | None = None
             if cfg.adv_method == "generator":
@@ -74,22 +115,6 @@ class MemberTrainer:
         self.gen_opt = torch.optim.Adam(self.gen.parameters(), lr=_GEN_LR) if self.gen else None
         # fp16 needs loss scaling; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self._amp == torch.float16)
-
-    @contextlib.contextmanager
-    def _private_rng(self, *, initial: bool = False) -> Iterator[None]:
-        """Swap this member's global RNG state (dropout, init) in, and the caller's back out."""
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            if initial:
-                torch.manual_seed(self.seed)
-            else:
-                torch.set_rng_state(self._cpu_rng)
-                if devices and self._cuda_rng is not None:
-                    torch.cuda.set_rng_state(self._cuda_rng, self.device)
-            yield
-            self._cpu_rng = torch.get_rng_state()
-            if devices:
-                self._cuda_rng = torch.cuda.get_rng_state(self.device)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self._amp is None:
@@ -114,7 +139,7 @@ class MemberTrainer:
         gen_total, gen_count = 0.0, 0
         start = time.perf_counter()
         steps = math.ceil(n / bs)
-        with self._private_rng():
+        with self._rng.active():
             for step in range(steps):
                 idx = order[step * bs : (step + 1) * bs]
                 x = to_float_batch(train.images.index_select(0, idx), self.device)
@@ -219,10 +244,8 @@ class MemberTrainer:
             "scaler": self.scaler.state_dict(),
             "order_rng": self._order_rng.get_state(),
             "attack_rng": self._attack_rng.get_state(),
-            "cpu_rng": self._cpu_rng,
+            "rng": self._rng.state_dict(),
         }
-        if self.device.type == "cuda":
-            state["cuda_rng"] = self._cuda_rng
         if self.gen is not None and self.gen_opt is not None:
             state["gen"] = self.gen.state_dict()
             state["gen_opt"] = self.gen_opt.state_dict()
@@ -238,28 +261,7 @@ class MemberTrainer:
         self.scaler.load_state_dict(state["scaler"])
         self._order_rng.set_state(state["order_rng"])
         self._attack_rng.set_state(state["attack_rng"])
-        self._cpu_rng = state["cpu_rng"]
-        if "cuda_rng" in state and self.device.type == "cuda":
-            self._cuda_rng = state["cuda_rng"]
+        self._rng.load_state_dict(state["rng"])
         if self.gen is not None and self.gen_opt is not None:
             self.gen.load_state_dict(state["gen"])
             self.gen_opt.load_state_dict(state["gen_opt"])
-
-
-def train_members(trainers: list[MemberTrainer], train: ImageSet) -> list[dict[str, Any]]:
-    """Advance every member by one epoch: the one place that decides how members share a device.
-
-    On the CPU a plain loop is fastest: training 5 members at once with ``torch.func.vmap`` or
-    grouped convolutions was 1.4–1.8x slower on 2 cores, since each member already keeps the
-    cores busy. (On a GPU, where a small net leaves the device idle, stacking members would win;
-    that path is not written yet, so GPUs use the loop too.)
-
-    Returns:
-        One epoch record per member.
-    """
-    return [t.train_epoch(train) for t in trainers]
-
-
-def member_models(trainers: list[MemberTrainer]) -> list[nn.Module]:
-    """The members' networks, in member order."""
-    return [t.model for t in trainers]

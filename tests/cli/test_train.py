@@ -133,3 +133,35 @@ def test_train_json_and_save_on_real_mnist(real_data_dir: Path, tmp_path: Path) 
     accuracy = (logits.argmax(1) == val.labels).float().mean().item()
     # Mean logits and the vote agree on almost every image.
     assert abs(accuracy - result["clean_acc"]) < 0.05
+
+
+@pytest.mark.real_data
+def test_train_on_real_cifar10_thesis_net(real_data_dir: Path) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "advhpo",
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(real_data_dir),
+        "--offline",
+        "--train-subset",
+        "512",
+        "--epochs",
+        "1",
+        "--eval-subset",
+        "100",
+        "--pgd-steps",
+        "1",
+        "--adv-method",
+        "fgsm",
+        "--json",
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
+    result = json.loads(proc.stdout)
+    assert result["config"]["net"]["blocks"] == [[64, 64], [128, 128], [256, 256]]
+    assert result["config"]["adv_eps"] == 0.05 and result["config"]["eval_eps"] == 0.05
+    assert result["n_train"] == 512 and result["n_eval"] == 100
+    assert 0.0 <= result["fgsm_acc"] <= 1.0

@@ -59,8 +59,8 @@ def trained(tiny_splits: DatasetSplits) -> tuple[TrialConfig, list[nn.Module]]:
         lr=0.05,
         batch_size=32,
         ensemble=3,
-        eval_eps=0.3,
-        eps_grid=(0.0, 0.1, 0.3),
+        eval_eps=0.8,  # the bar pattern is so easy that smaller radii may not break it
+        eps_grid=(0.0, 0.1, 0.8),
         pgd_steps=3,
     )
     trainers = [MemberTrainer(cfg, k, CPU) for k in range(3)]
@@ -80,7 +80,7 @@ def test_evaluate_reports_consistent_metrics(
     assert m["clean_acc"] > 0.5  # the bar pattern is learnable
     curve = dict(zip(m["eps_curve"]["eps"], m["eps_curve"]["fgsm_acc"], strict=True))
     assert curve[0.0] == m["clean_acc"]
-    assert curve[0.3] == m["fgsm_acc"]
+    assert curve[0.8] == m["fgsm_acc"]
     # An attack at the same radius that iterates is at least as strong, up to noise.
     assert m["pgd_acc"] <= m["fgsm_acc"] + 0.05
     assert m["fgsm_acc"] < m["clean_acc"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from advhpo import DivergenceError
-from advhpo.objectives import DatasetSplits, MemberTrainer, NetConfig, TrialConfig, train_members
+from advhpo.objectives import DatasetSplits, LoopEnsemble, MemberTrainer, NetConfig, TrialConfig
 
 CPU = torch.device("cpu")
 
@@ -38,8 +38,9 @@ def test_same_seed_gives_identical_weights(tiny_splits: DatasetSplits) -> None:
 
 def test_members_differ_and_do_not_depend_on_each_other(tiny_splits: DatasetSplits) -> None:
     cfg = _cfg(ensemble=2)
-    pair = [MemberTrainer(cfg, k, CPU) for k in range(2)]
-    train_members(pair, tiny_splits.train)
+    ensemble = LoopEnsemble(cfg, CPU)
+    ensemble.train_epoch(tiny_splits.train)
+    pair = ensemble.members
     alone = MemberTrainer(cfg, 1, CPU)
     torch.manual_seed(999)  # the global RNG must not leak into a member
     alone.train_epoch(tiny_splits.train)
