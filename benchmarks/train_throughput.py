@@ -10,7 +10,8 @@ images per contender, and a warm-up of a few steps (on the same model) excluded 
 * ``plain (workers=0|1)``: the loop of PyTorch's MNIST example: ``torchvision.datasets.MNIST``
   with ``Compose([ToTensor(), Normalize((0.1307,), (0.3081,))])`` through
   ``DataLoader(batch_size=128, shuffle=True, num_workers=0 or 1)`` on a ``Subset`` of N images.
-  The model is ``make_net`` with its in-model ``Normalize`` replaced by ``nn.Identity``, so every
+  The model is ``make_net`` with its in-model ``Normalize`` replaced by ``nn.Identity`` and
+  advhpo's CPU dropout / HWC flatten by the stock ``nn.Dropout`` / ``nn.Flatten``, so every
   image is normalised exactly once in both paths (per image in the transform here, per batch
   inside the net in ours). The timed epoch includes DataLoader worker start-up, as a user's does.
 * ``tensordataset``: the whole training set as one normalised float tensor in memory,
@@ -69,6 +70,7 @@ from advhpo.objectives import (
     thesis_mnist,
 )
 from advhpo.objectives._device import tune_cpu_allocator
+from advhpo.objectives._net import Dropout, FlattenHWC
 
 BATCH = 128
 LR = 0.01
@@ -112,12 +114,22 @@ def _log(msg: str) -> None:
 
 
 def _plain_model() -> nn.Sequential:
-    """make_net with its Normalize layer removed: the input pipeline normalises instead."""
-    # ours seeds member 0's init with manual_seed(cfg.seed) before make_net, so this gives the
-    # very same initial weights (Normalize has none).
+    """The thesis net as a user writes it: ``nn.Dropout``, ``nn.Flatten``, no Normalize layer.
+
+    It is ``make_net`` with advhpo's CPU-specific modules swapped for the stock ones (the input
+    pipeline normalises instead of the net); the parameters are the same tensors, so ours and
+    the plain loops start from identical weights.
+    """
+    # ours seeds member 0's init with manual_seed(cfg.seed) before make_net.
     torch.manual_seed(SEED)
     model = make_net(thesis_mnist())
     model[0] = nn.Identity()
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, Dropout):
+                setattr(parent, name, nn.Dropout(child.p))
+            elif isinstance(child, FlattenHWC):
+                setattr(parent, name, nn.Flatten())
     return model
 
 
@@ -441,7 +453,8 @@ def print_table(s: dict[str, Any], load: tuple[float, float]) -> None:
         "notes: each contender ran in a fresh process; ours (and ensemble) called "
         "tune_cpu_allocator(),\n  a process-wide glibc mallopt change, the plain loops did not. "
         "plain normalises per image\n  in its transform and uses make_net with Normalize -> "
-        "nn.Identity (same total work);\n  ours uses channels_last, the plain loops NCHW."
+        "nn.Identity and the stock nn.Dropout/nn.Flatten;\n  ours uses channels_last, its "
+        "own CPU dropout and HWC flatten, the plain loops NCHW."
     )
     print(
         f"load average (1 min) before/after: {load[0]:.2f} / {load[1]:.2f} on "

@@ -34,7 +34,10 @@ _CHECK_EVERY = 50  # steps between finiteness checks: each check syncs a GPU
 class EnsembleTrainer(Protocol):
     """What the objective needs from an ensemble trainer, whichever strategy it uses."""
 
-    epoch: int
+    @property
+    def epoch(self) -> int:
+        """Epochs completed so far."""
+        ...
 
     def train_epoch(self, train: ImageSet) -> list[dict[str, Any]]: ...
 

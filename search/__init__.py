@@ -1,5 +1,50 @@
-"""advhpo.search: filled by its own issue (see the README's layout table)."""
+"""advhpo.search: studies, the search space, and the workers that run trials."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from advhpo.search._front import MASKING_GAP, completed, front, hypervolume, masking_flag
+from advhpo.search._launch import (
+    Placement,
+    RunOptions,
+    create_or_check_study,
+    place_workers,
+    run_workers,
+)
+from advhpo.search._settings import (
+    DIRECTIONS,
+    OBJECTIVES,
+    SAMPLERS,
+    StudySettings,
+    check_compatible,
+    default_eval_eps,
+    stored_settings,
+)
+from advhpo.search._space import DEFAULT_SPACE, load_space_file, resolve_space, suggest_config
+from advhpo.search._worker import WorkerSpec, fail_stale_trials, worker_main
+
+__all__ = [
+    "DEFAULT_SPACE",
+    "DIRECTIONS",
+    "MASKING_GAP",
+    "OBJECTIVES",
+    "SAMPLERS",
+    "Placement",
+    "RunOptions",
+    "StudySettings",
+    "WorkerSpec",
+    "check_compatible",
+    "completed",
+    "create_or_check_study",
+    "default_eval_eps",
+    "fail_stale_trials",
+    "front",
+    "hypervolume",
+    "load_space_file",
+    "masking_flag",
+    "place_workers",
+    "resolve_space",
+    "run_workers",
+    "stored_settings",
+    "suggest_config",
+    "worker_main",
+]

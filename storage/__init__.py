@@ -1,5 +1,27 @@
-"""advhpo.storage: filled by its own issue (see the README's layout table)."""
+"""advhpo.storage: storage URLs, the study database (heartbeats, retries) and trial checkpoints."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from advhpo.storage._artifacts import CheckpointStore, default_artifact_dir
+from advhpo.storage._rdb import open_storage
+from advhpo.storage._retry import original_trial_number, retry_callback
+from advhpo.storage._url import (
+    DEFAULT_STORAGE_URL,
+    STORAGE_ENV,
+    check_url,
+    mask_url,
+    resolve_storage_url,
+)
+
+__all__ = [
+    "DEFAULT_STORAGE_URL",
+    "STORAGE_ENV",
+    "CheckpointStore",
+    "check_url",
+    "default_artifact_dir",
+    "mask_url",
+    "open_storage",
+    "original_trial_number",
+    "resolve_storage_url",
+    "retry_callback",
+]

@@ -1,11 +1,14 @@
-"""Shared fixtures: tiny synthetic datasets for unit tests, the real data dir for e2e ones."""
+"""Shared fixtures: tiny synthetic data, the real data dir, and the storage backends."""
 
 from __future__ import annotations
 
 import os
+import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 
@@ -48,3 +51,39 @@ def real_data_dir() -> Path:
     if not value:
         pytest.skip("ADVHPO_DATA_DIR not set: real MNIST/CIFAR-10 not available")
     return Path(value)
+
+
+POSTGRES_ENV = "ADVHPO_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A storage URL per backend; PostgreSQL comes from ``$ADVHPO_TEST_POSTGRES_URL``.
+
+    When the variable is set the server must be reachable: the tests fail rather than skip, so
+    a broken CI database is noticed.
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'studies' / 'advhpo.db'}"
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_ENV} not set: PostgreSQL storage tests need a server")
+    return url
+
+
+@pytest.fixture
+def study_name(storage_url: str) -> Iterator[str]:
+    """A fresh study name; the study, if a test created it, is deleted afterwards."""
+    name = f"advhpo-test-{uuid.uuid4().hex}"
+    yield name
+    # A shared server keeps what tests leave behind; a SQLite file goes with tmp_path anyway.
+    if storage_url.startswith("postgresql"):
+        storage = optuna.storages.RDBStorage(storage_url)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optuna.delete_study(study_name=name, storage=storage)
+        except KeyError:  # the test created no study of this name
+            pass
+        finally:
+            storage.engine.dispose()

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from advhpo.cli._common import err_console, print_error
+from advhpo.cli._study import pareto, resume, run, status, studies
 from advhpo.cli._train import train
 
 app = typer.Typer(
@@ -21,7 +22,8 @@ def _root() -> None:
     """Hyperparameter search for adversarially robust image classifiers."""
 
 
-app.command()(train)
+for command in (train, run, resume, status, pareto, studies):
+    app.command()(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,367 @@
+"""Study commands: ``run``, ``resume``, ``status``, ``pareto``, ``studies``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from advhpo.cli._common import eps_option, err_console, one_line_errors, positive_int
+from advhpo.cli._train import DatasetName
+
+if TYPE_CHECKING:
+    import optuna
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(help="SQLAlchemy URL [env: ADVHPO_STORAGE; default sqlite:///advhpo.db]."),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        callback=positive_int,
+        help="Worker processes on this host (default: 1 on the CPU, one per GPU slot).",
+    ),
+]
+DevicesOpt = Annotated[str, typer.Option(help="auto, cpu, or cuda:0,cuda:1,…")]
+PerGpuOpt = Annotated[int, typer.Option(callback=positive_int, help="Workers sharing one GPU.")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Dataset folder [env: ADVHPO_DATA_DIR].")]
+OfflineOpt = Annotated[bool, typer.Option(help="Never download datasets.")]
+ArtifactsOpt = Annotated[
+    Path | None, typer.Option(help="Checkpoint folder (default: beside the SQLite file).")
+]
+TimeoutOpt = Annotated[
+    float | None, typer.Option(help="Start no new trial after this many seconds.")
+]
+QuietOpt = Annotated[bool, typer.Option(help="No progress bar or per-trial lines.")]
+GraceOpt = Annotated[
+    int,
+    typer.Option(
+        callback=positive_int,
+        help="Seconds without a heartbeat (sent every grace/6 s) "
+        "before a trial counts as lost and is retried from its checkpoint.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
+
+
+def run(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    dataset: Annotated[DatasetName, typer.Option(help="Dataset of every trial.")],
+    storage: StorageOpt = None,
+    trials: Annotated[
+        int, typer.Option(callback=positive_int, help="COMPLETE trials wanted (all hosts).")
+    ] = 20,
+    workers: WorkersOpt = None,
+    devices: DevicesOpt = "auto",
+    trials_per_gpu: PerGpuOpt = 1,
+    epochs: Annotated[int, typer.Option(callback=positive_int, help="Epochs per trial.")] = 2,
+    train_subset: Annotated[
+        int | None, typer.Option(callback=positive_int, help="Training images per trial.")
+    ] = 6000,
+    eval_subset: Annotated[
+        int | None, typer.Option(callback=positive_int, help="Validation images per trial.")
+    ] = 1000,
+    eval_eps: Annotated[
+        float | None,
+        typer.Option(callback=eps_option, help="FGSM objective radius (0.3 MNIST, 0.05 CIFAR)."),
+    ] = None,
+    sampler: Annotated[str, typer.Option(help="tpe, nsga2 or random.")] = "tpe",
+    space: Annotated[
+        Path | None, typer.Option(help="TOML file overriding parts of the search space.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Base seed of the study.")] = 0,
+    data_dir: DataDirOpt = None,
+    offline: OfflineOpt = False,
+    artifacts: ArtifactsOpt = None,
+    timeout: TimeoutOpt = None,
+    grace_period: GraceOpt = 60,
+    quiet: QuietOpt = False,
+) -> None:
+    """Create the study if absent and run workers until it has TRIALS complete trials."""
+    with one_line_errors():
+        from advhpo.search import StudySettings, default_eval_eps, load_space_file
+
+        settings = StudySettings(
+            dataset=dataset.value,
+            budget=trials,
+            eval_eps=default_eval_eps(dataset.value) if eval_eps is None else eval_eps,
+            epochs=epochs,
+            train_subset=train_subset,
+            eval_subset=eval_subset,
+            seed=seed,
+            sampler=sampler,
+            space=None if space is None else load_space_file(space),
+        )
+        _run(
+            name,
+            storage,
+            settings,
+            create=True,
+            workers=workers,
+            devices=devices,
+            trials_per_gpu=trials_per_gpu,
+            data_dir=data_dir,
+            offline=offline,
+            artifacts=artifacts,
+            timeout=timeout,
+            grace_period=grace_period,
+            quiet=quiet,
+        )
+
+
+def resume(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOpt = None,
+    workers: WorkersOpt = None,
+    devices: DevicesOpt = "auto",
+    trials_per_gpu: PerGpuOpt = 1,
+    data_dir: DataDirOpt = None,
+    offline: OfflineOpt = False,
+    artifacts: ArtifactsOpt = None,
+    timeout: TimeoutOpt = None,
+    grace_period: GraceOpt = 60,
+    quiet: QuietOpt = False,
+) -> None:
+    """Continue a study to its budget with its stored settings (lost trials are retried)."""
+    with one_line_errors():
+        from advhpo.search import fail_stale_trials, stored_settings
+        from advhpo.storage import open_storage
+
+        study = _load(name, open_storage(storage, create=False, **_heartbeat(grace_period)))
+        fail_stale_trials(study)
+        _run(
+            name,
+            storage,
+            stored_settings(study),
+            create=False,
+            workers=workers,
+            devices=devices,
+            trials_per_gpu=trials_per_gpu,
+            data_dir=data_dir,
+            offline=offline,
+            artifacts=artifacts,
+            timeout=timeout,
+            grace_period=grace_period,
+            quiet=quiet,
+        )
+
+
+def _run(
+    name: str,
+    storage_url: str | None,
+    settings: Any,
+    *,
+    create: bool,
+    workers: int | None,
+    devices: str,
+    trials_per_gpu: int,
+    data_dir: Path | None,
+    offline: bool,
+    artifacts: Path | None,
+    timeout: float | None,
+    grace_period: int,
+    quiet: bool,
+) -> None:
+    import optuna
+
+    from advhpo.objectives import load_raw
+    from advhpo.search import RunOptions, create_or_check_study, place_workers
+    from advhpo.storage import (
+        check_url,
+        default_artifact_dir,
+        mask_url,
+        open_storage,
+        resolve_storage_url,
+    )
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
+    url = resolve_storage_url(storage_url)
+    check_url(url)
+    # Fetch (or check) the dataset once here: parallel workers must not race to download it,
+    # and missing data must fail before any database file or study is created.
+    load_raw(settings.dataset, data_dir, offline=offline)
+    rdb = open_storage(url, create=create, **_heartbeat(grace_period))
+    create_or_check_study(name, rdb, settings)
+    options = RunOptions(
+        storage_url=url,
+        artifacts=str(artifacts or default_artifact_dir(url)),
+        data_dir=None if data_dir is None else str(data_dir),
+        offline=offline,
+        placements=place_workers(devices, workers, trials_per_gpu),
+        timeout=timeout,
+        **_heartbeat(grace_period),
+    )
+    if not quiet:
+        err_console.print(
+            f"study {name} on {mask_url(url)}: {settings.budget} trials, "
+            f"{len(options.placements)} worker(s) on {options.placements[0].device}"
+        )
+    failed = _with_progress(name, settings.budget, options, rdb, quiet)
+    study = _load(name, rdb)
+    if not quiet:
+        _print_front(study)
+    if failed:
+        err_console.print(f"[bold red]error:[/] {failed} worker(s) exited with an error")
+        raise typer.Exit(1)
+
+
+def _heartbeat(grace_period: int) -> dict[str, int]:
+    # Six heartbeats per grace period: one slow write does not make a live trial look lost.
+    return {"heartbeat_interval": max(1, grace_period // 6), "grace_period": grace_period}
+
+
+def _with_progress(name: str, budget: int, options: Any, rdb: Any, quiet: bool) -> int:
+    from advhpo.search import run_workers
+
+    if quiet:
+        return run_workers(name, budget, options, rdb, log=lambda s: None, status=lambda *a: None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    ) as bar:
+        task = bar.add_task("trials", total=budget)
+
+        def status(done: int, total: int, size: int, hv: float) -> None:
+            bar.update(
+                task,
+                completed=done,
+                total=total,
+                description=f"trials · front {size} · HV {hv:.4f}",
+            )
+
+        return run_workers(name, budget, options, rdb, log=bar.console.print, status=status)
+
+
+def status(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Trials by state, budget, front size, hypervolume, best per objective, live workers."""
+    with one_line_errors():
+        from optuna.trial import TrialState
+
+        from advhpo.search import front, hypervolume, stored_settings
+        from advhpo.storage import open_storage
+
+        study = _load(name, open_storage(storage, create=False))
+        settings = stored_settings(study)
+        trials = study.get_trials(deepcopy=False)
+        states = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+        best = front(study)
+        points = [t.values for t in best if t.values is not None]
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        report: dict[str, Any] = {
+            "study": name,
+            "budget": settings.budget,
+            "states": states,
+            "front_size": len(points),
+            "hypervolume": hypervolume(points),
+            "best_clean_acc": max((p[0] for p in points), default=None),
+            "best_fgsm_acc": max((p[1] for p in points), default=None),
+            "live_workers": sorted(
+                {f"{t.user_attrs.get('host')}:{t.user_attrs.get('worker_pid')}" for t in running}
+            ),
+            "settings": settings.__dict__,
+        }
+        if as_json:
+            typer.echo(json.dumps(report))
+            return
+        from rich.console import Console
+
+        out = Console()
+        out.print(
+            f"study {name}: {states['COMPLETE']}/{settings.budget} complete · "
+            + " · ".join(f"{k.lower()} {v}" for k, v in states.items() if v and k != "COMPLETE")
+        )
+        out.print(
+            f"front {report['front_size']} trials · hypervolume {report['hypervolume']:.4f}"
+            f" · best clean {report['best_clean_acc']} · best fgsm {report['best_fgsm_acc']}"
+        )
+        out.print(f"live workers: {', '.join(report['live_workers']) or 'none'}")
+
+
+def pareto(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The Pareto front: trial, clean and FGSM accuracy, PGD accuracy, masking flag, params."""
+    with one_line_errors():
+        from advhpo.search import front, masking_flag
+        from advhpo.storage import open_storage
+
+        study = _load(name, open_storage(storage, create=False))
+        rows = [
+            {
+                "number": t.number,
+                "values": t.values,
+                "pgd_acc": t.user_attrs.get("pgd_acc"),
+                "gradient_masking": masking_flag(t),
+                "params": t.params,
+            }
+            for t in front(study)
+        ]
+        if as_json:
+            typer.echo(json.dumps({"study": name, "front": rows}))
+            return
+        _print_front(study)
+
+
+def studies(storage: StorageOpt = None) -> None:
+    """List the studies in the storage with their trial counts."""
+    with one_line_errors():
+        import optuna
+
+        from advhpo.storage import open_storage
+
+        for s in optuna.get_all_study_summaries(open_storage(storage, create=False)):
+            typer.echo(f"{s.study_name}\t{s.n_trials} trials")
+
+
+def _load(name: str, rdb: Any) -> optuna.Study:
+    import optuna
+
+    from advhpo._errors import ConfigError
+
+    try:
+        return optuna.load_study(study_name=name, storage=rdb)
+    except KeyError as e:
+        raise ConfigError(f"no study named {name!r} in this storage") from e
+
+
+def _print_front(study: optuna.Study) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from advhpo.search import front, masking_flag
+
+    best = front(study)
+    if not best:
+        Console().print(f"study {study.study_name}: no completed trial yet")
+        return
+    table = Table(title=f"Pareto front of {study.study_name} (validation split)")
+    for col in ("trial", "clean", "fgsm", "pgd", "masking?", "params"):
+        table.add_column(col)
+    for t in best:
+        assert t.values is not None
+        pgd = t.user_attrs.get("pgd_acc")
+        table.add_row(
+            str(t.number),
+            f"{t.values[0]:.4f}",
+            f"{t.values[1]:.4f}",
+            "-" if pgd is None else f"{pgd:.4f}",
+            "yes" if masking_flag(t) else "",
+            " ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()
+            ),
+        )
+    Console().print(table)

@@ -1,0 +1,214 @@
+"""Creating a study and running its workers on this host, with progress and a summary."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from advhpo._errors import ConfigError
+from advhpo.search._front import completed, front, hypervolume
+from advhpo.search._settings import (
+    DIRECTIONS,
+    OBJECTIVES,
+    SETTINGS_ATTR,
+    StudySettings,
+    check_compatible,
+)
+from advhpo.search._worker import WorkerSpec, worker_main
+
+_POLL_SECONDS = 1.0
+
+
+def create_or_check_study(
+    name: str, storage: optuna.storages.BaseStorage, settings: StudySettings
+) -> optuna.Study:
+    """Create the study with ``settings``, or check an existing one has the same settings.
+
+    Raises:
+        ConfigError: The study exists with other settings or other objectives.
+    """
+    study = optuna.create_study(
+        study_name=name, storage=storage, directions=list(DIRECTIONS), load_if_exists=True
+    )
+    if SETTINGS_ATTR not in study.user_attrs:
+        directions = tuple(d.name.lower() for d in study.directions)
+        if directions != DIRECTIONS or study.get_trials(deepcopy=False):
+            raise ConfigError(
+                f"study {name!r} was not created by advhpo (objectives {directions}); "
+                "pick a new name"
+            )
+        with warnings.catch_warnings():
+            # Metric names are experimental in Optuna but shown by optuna-dashboard.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
+        study.set_user_attr(SETTINGS_ATTR, settings.to_json())
+    check_compatible(study, settings)
+    return study
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where worker ``i`` runs: a device string, its GPU pin and CPU threads."""
+
+    device: str
+    cuda_visible: str | None
+    threads: int | None
+
+
+def place_workers(devices: str, workers: int | None, trials_per_gpu: int) -> list[Placement]:
+    """Assign workers to devices.
+
+    Args:
+        devices: ``"auto"``, ``"cpu"`` or a list like ``"cuda:0,cuda:1"``.
+        workers: Worker count; default one per GPU slot, or 1 on the CPU.
+        trials_per_gpu: Workers sharing each GPU.
+
+    Returns:
+        One placement per worker. GPU workers see only their GPU (``CUDA_VISIBLE_DEVICES``);
+        CPU workers split the cores between them.
+
+    Raises:
+        ConfigError: A malformed device list.
+    """
+    gpus: list[str]
+    if devices == "auto":
+        import torch
+
+        gpus = [str(i) for i in range(torch.cuda.device_count())]
+    elif devices == "cpu":
+        gpus = []
+    else:
+        gpus = []
+        for item in devices.split(","):
+            kind, _, index = item.strip().partition(":")
+            if kind != "cuda" or not index.isdigit():
+                raise ConfigError(f"bad device {item!r} in --devices; use cpu, auto or cuda:N,…")
+            gpus.append(index)
+    if gpus:
+        slots = [g for g in gpus for _ in range(trials_per_gpu)]
+        n = workers or len(slots)
+        return [Placement("cuda", slots[i % len(slots)], None) for i in range(n)]
+    n = workers or 1
+    threads = max(1, (os.cpu_count() or 1) // n)
+    return [Placement("cpu", None, threads) for _ in range(n)]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run the workers of one host (not stored with the study)."""
+
+    storage_url: str
+    artifacts: str
+    data_dir: str | None
+    offline: bool
+    placements: list[Placement]
+    timeout: float | None
+    heartbeat_interval: int = 10
+    grace_period: int = 60
+
+
+LineFn = Callable[[str], None]
+StatusFn = Callable[[int, int, int, float], None]  # done, budget, front size, hypervolume
+
+
+def run_workers(
+    name: str,
+    budget: int,
+    options: RunOptions,
+    storage: optuna.storages.BaseStorage,
+    *,
+    log: LineFn,
+    status: StatusFn,
+) -> int:
+    """Start the workers, report progress until they exit, and return how many failed.
+
+    Ctrl-C (SIGINT) or SIGTERM is passed on to the workers, which stop after checkpointing;
+    a second one kills them at once.
+    """
+    deadline = time.time() + options.timeout if options.timeout else None
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    for i, place in enumerate(options.placements):
+        spec = WorkerSpec(
+            study_name=name,
+            storage_url=options.storage_url,
+            artifacts=options.artifacts,
+            data_dir=options.data_dir,
+            offline=options.offline,
+            device=place.device,
+            cuda_visible=place.cuda_visible,
+            threads=place.threads,
+            worker_id=i,
+            deadline=deadline,
+            heartbeat_interval=options.heartbeat_interval,
+            grace_period=options.grace_period,
+        )
+        p = ctx.Process(target=_worker_entry, args=(spec,), name=f"advhpo-worker-{i}")
+        p.start()
+        procs.append(p)
+
+    interrupts = [0]
+
+    def forward(signum: int, frame: object) -> None:
+        interrupts[0] += 1
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGKILL if interrupts[0] > 1 else signal.SIGTERM)
+        log("stopping: running trials checkpoint and stop (again to kill them now)")
+
+    old_int = signal.signal(signal.SIGINT, forward)
+    old_term = signal.signal(signal.SIGTERM, forward)
+    study = optuna.load_study(study_name=name, storage=storage)
+    seen: set[int] = set()
+    try:
+        while any(p.is_alive() for p in procs):
+            _report(study, budget, seen, log, status)
+            time.sleep(_POLL_SECONDS)
+        _report(study, budget, seen, log, status)
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        for p in procs:
+            p.join()
+    return sum(p.exitcode != 0 for p in procs)
+
+
+def _worker_entry(spec: WorkerSpec) -> None:
+    raise SystemExit(worker_main(spec))
+
+
+def _report(
+    study: optuna.Study, budget: int, seen: set[int], log: LineFn, status: StatusFn
+) -> None:
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
+        if t.number in seen or t.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        seen.add(t.number)
+        if t.state == TrialState.COMPLETE and t.values is not None:
+            pgd = t.user_attrs.get("pgd_acc")
+            resumed = t.user_attrs.get("resumed_from_epoch")
+            log(
+                f"trial {t.number} done: clean {t.values[0]:.4f}  fgsm {t.values[1]:.4f}  "
+                f"pgd {pgd:.4f}  {_short_params(t.params)}"
+                + (f"  (resumed from epoch {resumed})" if resumed else "")
+            )
+        elif t.state == TrialState.FAIL:
+            log(f"trial {t.number} failed: {t.user_attrs.get('fail_reason', 'unknown reason')}")
+    done = completed(study)
+    points = [t.values for t in front(study) if t.values is not None]
+    status(len(done), budget, len(points), hypervolume(points))
+
+
+def _short_params(params: dict[str, object]) -> str:
+    return " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )

@@ -1,0 +1,115 @@
+"""Study settings: fixed when a study is created, stored with it, shared by every worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import optuna
+
+from advhpo._errors import ConfigError
+from advhpo.objectives._config import DATASETS, check_choice, check_eps
+
+SETTINGS_ATTR = "advhpo_settings"
+OBJECTIVES = ("clean_acc", "fgsm_acc")
+DIRECTIONS: tuple[Literal["maximize"], Literal["maximize"]] = ("maximize", "maximize")
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What every trial of a study shares; stored as a study user attribute.
+
+    Attributes:
+        dataset: ``"mnist"`` or ``"cifar10"``.
+        budget: COMPLETE trials wanted across all workers and hosts.
+        eval_eps: L∞ radius of the FGSM objective (pixel units; default per dataset).
+        epochs: Training epochs per trial (fidelity). Default 2.
+        train_subset: Training images per trial (fidelity; ``None``: all). Default 6,000.
+        eval_subset: Validation images scored per trial (``None``: all). Default 1,000.
+        seed: Base seed: trial ``n`` trains from ``seed + 1000 * n``. Default 0.
+        sampler: ``"tpe"``, ``"nsga2"`` or ``"random"``. Default ``"tpe"``.
+        space: Overrides of the default search space (see ``--space``); ``None``: defaults.
+    """
+
+    dataset: str
+    budget: int
+    eval_eps: float
+    epochs: int = 2
+    train_subset: int | None = 6000
+    eval_subset: int | None = 1000
+    seed: int = 0
+    sampler: str = "tpe"
+    space: dict[str, dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("sampler", self.sampler, SAMPLERS)
+        check_eps("eval_eps", self.eval_eps)
+        if self.budget < 1 or self.epochs < 1:
+            raise ConfigError("budget and epochs must be >= 1")
+        from advhpo.search._space import resolve_space  # the space module imports this one
+
+        resolve_space(self.dataset, self.space)
+
+    def to_json(self) -> str:
+        """Stable JSON form (sorted keys), as stored with the study."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> StudySettings:
+        """Inverse of :meth:`to_json`."""
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"the study's stored settings are unreadable: {e}") from e
+
+
+def default_eval_eps(dataset: str) -> float:
+    """The thesis's radius: 0.3 on MNIST, 0.05 on CIFAR-10."""
+    return 0.3 if dataset == "mnist" else 0.05
+
+
+def stored_settings(study: optuna.Study) -> StudySettings:
+    """The settings an existing advhpo study was created with.
+
+    Raises:
+        ConfigError: The study was not created by advhpo.
+    """
+    text = study.user_attrs.get(SETTINGS_ATTR)
+    if not isinstance(text, str):
+        raise ConfigError(f"study {study.study_name!r} was not created by advhpo (no settings)")
+    return StudySettings.from_json(text)
+
+
+def check_compatible(study: optuna.Study, wanted: StudySettings) -> None:
+    """Raise :class:`ConfigError` if ``wanted`` differs from the study's stored settings.
+
+    The objective directions are checked too: a study made elsewhere with other objectives
+    cannot be continued.
+    """
+    names = study.metric_names
+    directions = tuple(d.name.lower() for d in study.directions)
+    if directions != DIRECTIONS or (names is not None and tuple(names) != OBJECTIVES):
+        raise ConfigError(
+            f"study {study.study_name!r} has objectives {names or '?'} {directions}; advhpo "
+            f"needs {OBJECTIVES} {DIRECTIONS}"
+        )
+    stored = stored_settings(study)
+    diffs = [
+        f"{f.name}={getattr(stored, f.name)!r} (asked {getattr(wanted, f.name)!r})"
+        for f in dataclasses.fields(StudySettings)
+        if getattr(stored, f.name) != getattr(wanted, f.name)
+    ]
+    if diffs:
+        raise ConfigError(
+            f"study {study.study_name!r} exists with other settings: {'; '.join(diffs)}; "
+            "use `advhpo resume` to continue it as it is, or pick a new name"
+        )
+
+
+def settings_dict(settings: StudySettings) -> dict[str, Any]:
+    """Plain-data view, for JSON output."""
+    return dataclasses.asdict(settings)

@@ -1,0 +1,107 @@
+"""The search space, and the one place an Optuna trial becomes a :class:`TrialConfig`."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from advhpo._errors import ConfigError
+from advhpo.objectives._config import TrialConfig, family_net
+from advhpo.search._settings import StudySettings
+from advhpo.storage import original_trial_number
+
+# A parameter is {"low", "high"[, "log"]} (int or float by the bounds' type) or {"choices"}.
+ParamSpec = dict[str, Any]
+
+_COMMON: dict[str, ParamSpec] = {
+    "dropout": {"low": 0.0, "high": 0.5},
+    "lr": {"low": 1e-3, "high": 0.1, "log": True},
+    "weight_decay": {"low": 1e-6, "high": 1e-3, "log": True},
+    "adv_method": {"choices": ["none", "fgsm", "fgsm_rs"]},
+    # Odd sizes: a majority vote between two labels cannot tie.
+    "ensemble": {"choices": [1, 3, 5, 7]},
+}
+DEFAULT_SPACE: dict[str, dict[str, ParamSpec]] = {
+    "mnist": {"layers": {"low": 1, "high": 3}, **_COMMON, "adv_eps": {"low": 0.01, "high": 0.3}},
+    "cifar10": {"layers": {"low": 1, "high": 4}, **_COMMON, "adv_eps": {"low": 0.005, "high": 0.1}},
+}
+
+
+def load_space_file(path: Path) -> dict[str, ParamSpec]:
+    """Read a ``--space`` TOML file: one table per parameter to override.
+
+    Example::
+
+        [layers]
+        low = 1
+        high = 2
+        [ensemble]
+        choices = [1, 3]
+
+    Raises:
+        ConfigError: The file is unreadable or names an unknown parameter.
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: not a readable TOML search space ({e})") from e
+    return data
+
+
+def resolve_space(dataset: str, overrides: dict[str, ParamSpec] | None) -> dict[str, ParamSpec]:
+    """The dataset's default space with ``overrides`` applied, validated.
+
+    Raises:
+        ConfigError: An unknown parameter or a malformed range.
+    """
+    space = {k: dict(v) for k, v in DEFAULT_SPACE[dataset].items()}
+    for name, spec in (overrides or {}).items():
+        if name not in space:
+            raise ConfigError(f"unknown search parameter {name!r}; known: {', '.join(space)}")
+        if not isinstance(spec, dict) or not (spec.get("choices") or {"low", "high"} <= set(spec)):
+            raise ConfigError(f"search parameter {name!r} needs low/high or non-empty choices")
+        if "low" in spec and spec["low"] > spec["high"]:
+            raise ConfigError(f"search parameter {name!r}: low > high")
+        space[name] = dict(spec)
+    return space
+
+
+def _suggest(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
+    if "choices" in spec:
+        return trial.suggest_categorical(name, list(spec["choices"]))
+    if isinstance(spec["low"], int) and isinstance(spec["high"], int):
+        return trial.suggest_int(name, spec["low"], spec["high"], log=spec.get("log", False))
+    return trial.suggest_float(name, spec["low"], spec["high"], log=spec.get("log", False))
+
+
+def suggest_config(trial: optuna.Trial, settings: StudySettings) -> TrialConfig:
+    """Sample a trial's hyperparameters from the study's space and build its config.
+
+    ``adv_eps`` is sampled only when ``adv_method`` is not ``"none"``. The trial's seed is
+    derived from its original number, so a retried trial trains the same members.
+    """
+    space = resolve_space(settings.dataset, settings.space)
+    values = {
+        name: _suggest(trial, name, spec) for name, spec in space.items() if name != "adv_eps"
+    }
+    adv_method = str(values["adv_method"])
+    adv_eps = 0.0 if adv_method == "none" else float(_suggest(trial, "adv_eps", space["adv_eps"]))
+    return TrialConfig(
+        dataset=settings.dataset,
+        net=family_net(settings.dataset, int(values["layers"]), float(values["dropout"])),
+        lr=float(values["lr"]),
+        weight_decay=float(values["weight_decay"]),
+        epochs=settings.epochs,
+        train_subset=settings.train_subset,
+        adv_method=adv_method,
+        adv_eps=adv_eps,
+        ensemble=int(values["ensemble"]),
+        seed=settings.seed + 1000 * original_trial_number(trial),
+        eval_eps=settings.eval_eps,
+        eval_split="val",
+        eval_subset=settings.eval_subset,
+        eps_grid=tuple(round(settings.eval_eps * i / 5, 6) for i in range(11)),
+    )

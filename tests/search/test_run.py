@@ -1,0 +1,253 @@
+"""End-to-end studies on real MNIST at tiny fidelity: budgets, fronts, crashes and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from advhpo.storage import open_storage
+
+TINY = ["--epochs", "1", "--train-subset", "256", "--eval-subset", "64", "--devices", "cpu"]
+
+
+def advhpo(
+    *args: str, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "advhpo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"advhpo {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def _complete(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=open_storage(url, create=False))
+    return study.get_trials(states=(TrialState.COMPLETE,))
+
+
+@pytest.mark.real_data
+def test_two_workers_meet_the_budget_exactly_and_the_front_matches_optuna(
+    storage_url: str, study_name: str, real_data_dir: Path, tmp_path: Path
+) -> None:
+    advhpo(
+        "run",
+        study_name,
+        "--dataset",
+        "mnist",
+        "--storage",
+        storage_url,
+        "--trials",
+        "4",
+        "--workers",
+        "2",
+        *TINY,
+        "--data-dir",
+        str(real_data_dir),
+        "--offline",
+        "--artifacts",
+        str(tmp_path / "artifacts"),
+        "--quiet",
+    )
+    done = _complete(storage_url, study_name)
+    assert len(done) == 4
+    assert len({t.user_attrs["worker_pid"] for t in done}) == 2  # both workers contributed
+    assert all("pgd_acc" in t.user_attrs and "eps_curve" in t.user_attrs for t in done)
+
+    ours = json.loads(advhpo("pareto", study_name, "--storage", storage_url, "--json").stdout)
+    optuna_cli = str(Path(sys.executable).parent / "optuna")  # Optuna's own console script
+    theirs = subprocess.run(
+        [optuna_cli, "best-trials", "--study-name", study_name, "--storage", storage_url,
+         "-f", "json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert sorted(r["number"] for r in ours["front"]) == sorted(
+        r["number"] for r in json.loads(theirs.stdout)
+    )
+
+    status = json.loads(advhpo("status", study_name, "--storage", storage_url, "--json").stdout)
+    assert status["states"]["COMPLETE"] == 4 and status["budget"] == 4
+    assert status["front_size"] == len(ours["front"]) and status["hypervolume"] > 0
+
+    # Running the same command again finds the budget met and starts nothing.
+    advhpo(
+        "run",
+        study_name,
+        "--dataset",
+        "mnist",
+        "--storage",
+        storage_url,
+        "--trials",
+        "4",
+        *TINY,
+        "--data-dir",
+        str(real_data_dir),
+        "--offline",
+        "--quiet",
+        "--artifacts",
+        str(tmp_path / "artifacts"),
+    )
+    assert len(_complete(storage_url, study_name)) == 4
+
+
+def _wait_for_checkpoint(root: Path, proc: subprocess.Popen[str], timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(root.rglob("*.pt")):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"advhpo exited early:\n{proc.stderr.read() if proc.stderr else ''}"
+            )
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint was written in time")
+
+
+def _workers(pid: int) -> list[int]:
+    """Worker processes of the launcher ``pid`` (not multiprocessing's resource tracker)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    children = [int(p) for p in out.stdout.split()]
+    return [p for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+# Small, single-member nets: epochs of a second or two, so a test can act between them.
+SMALL_SPACE = """
+[layers]
+low = 1
+high = 1
+[ensemble]
+choices = [1]
+[adv_method]
+choices = ["none"]
+"""
+
+
+def _start(name: str, url: str, data: Path, artifacts: Path) -> subprocess.Popen[str]:
+    space = artifacts.parent / "space.toml"
+    space.write_text(SMALL_SPACE)
+    args = "--trials 2 --workers 1 --epochs 4 --train-subset 3000 --eval-subset 64 --devices cpu"
+    return subprocess.Popen(
+        [sys.executable, "-m", "advhpo", "run", name, "--dataset", "mnist", "--storage", url,
+         *args.split(), "--data-dir", str(data), "--offline", "--artifacts", str(artifacts),
+         "--grace-period", "4", "--space", str(space), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.real_data
+def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
+    url, name, artifacts = f"sqlite:///{tmp_path / 'db.sqlite'}", "killed", tmp_path / "art"
+    proc = _start(name, url, real_data_dir, artifacts)
+    _wait_for_checkpoint(artifacts, proc)
+    (worker,) = _workers(proc.pid)
+    os.kill(worker, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0  # the run reports its dead worker
+
+    advhpo(
+        "resume",
+        name,
+        "--storage",
+        url,
+        "--data-dir",
+        str(real_data_dir),
+        "--offline",
+        "--artifacts",
+        str(artifacts),
+        "--grace-period",
+        "4",
+        "--quiet",
+    )
+    done = _complete(url, name)
+    assert len(done) == 2
+    resumed = [t for t in done if t.user_attrs.get("resumed_from_epoch")]
+    assert len(resumed) == 1 and resumed[0].user_attrs["resumed_from_epoch"] >= 1
+    study = optuna.load_study(study_name=name, storage=url)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert [t.params for t in failed] == [resumed[0].params]  # the lost one, retried once
+
+
+@pytest.mark.real_data
+def test_ctrl_c_checkpoints_and_resume_finishes_the_study(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
+    url, name, artifacts = f"sqlite:///{tmp_path / 'db.sqlite'}", "interrupted", tmp_path / "art"
+    proc = _start(name, url, real_data_dir, artifacts)
+    _wait_for_checkpoint(artifacts, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    study = optuna.load_study(study_name=name, storage=url)
+    states = [t.state for t in study.get_trials()]
+    assert TrialState.RUNNING not in states  # nothing left running
+    assert TrialState.WAITING in states  # the interrupted trial is queued again
+
+    advhpo(
+        "resume",
+        name,
+        "--storage",
+        url,
+        "--data-dir",
+        str(real_data_dir),
+        "--offline",
+        "--artifacts",
+        str(artifacts),
+        "--quiet",
+    )
+    done = _complete(url, name)
+    assert len(done) == 2
+    assert any(t.user_attrs.get("resumed_from_epoch") for t in done)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "s", "--dataset", "svhn"], "--dataset"),
+        (["run", "s", "--dataset", "mnist", "--eval-eps", "2"], "--eval-eps"),
+        (["run", "s", "--dataset", "mnist", "--storage", "not a url"], "malformed"),
+        (["status", "s", "--storage", "postgresql://u:hunter2@127.0.0.1:1/db"], "cannot open"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(args: list[str], needle: str) -> None:
+    proc = advhpo(*args, check=False, timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.count("\n") == 1 and needle in proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout
+
+
+def test_status_of_a_missing_database_creates_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "nothing.db"
+    proc = advhpo("status", "s", "--storage", f"sqlite:///{db}", check=False, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert not db.exists()
+
+
+def test_unknown_study_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    optuna.create_study(study_name="other", storage=open_storage(url))
+    proc = advhpo("status", "missing", "--storage", url, check=False, timeout=60)
+    assert proc.returncode == 1 and "no study named 'missing'" in proc.stderr
+
+
+def test_missing_data_fails_before_any_database_is_created(tmp_path: Path) -> None:
+    db = tmp_path / "study.db"
+    proc = advhpo(
+        "run", "s", "--dataset", "mnist", "--storage", f"sqlite:///{db}", "--data-dir",
+        str(tmp_path / "no-data"), "--offline", check=False, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "offline" in proc.stderr
+    assert not db.exists()

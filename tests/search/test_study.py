@@ -1,0 +1,114 @@
+"""Study creation, stored settings and conflicts, on every storage backend; worker placement."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from advhpo import ConfigError
+from advhpo.search import (
+    StudySettings,
+    create_or_check_study,
+    place_workers,
+    stored_settings,
+    suggest_config,
+)
+from advhpo.storage import open_storage
+
+
+def _settings(**changes: object) -> StudySettings:
+    base: dict[str, object] = {"dataset": "mnist", "budget": 5, "eval_eps": 0.3}
+    return StudySettings(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def test_settings_are_stored_and_read_back(storage_url: str, study_name: str) -> None:
+    storage = open_storage(storage_url)
+    study = create_or_check_study(study_name, storage, _settings(epochs=3))
+    assert stored_settings(study) == _settings(epochs=3)
+    assert study.metric_names == ["clean_acc", "fgsm_acc"]
+    # Asking again with the same settings is fine (another worker or host joining).
+    create_or_check_study(study_name, storage, _settings(epochs=3))
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"dataset": "cifar10", "eval_eps": 0.3}, "dataset"),
+        ({"epochs": 9}, "epochs"),
+        ({"sampler": "random"}, "sampler"),
+    ],
+)
+def test_conflicting_settings_are_refused(
+    storage_url: str, study_name: str, changes: dict[str, object], field: str
+) -> None:
+    storage = open_storage(storage_url)
+    create_or_check_study(study_name, storage, _settings())
+    with pytest.raises(ConfigError, match=field):
+        create_or_check_study(study_name, storage, _settings(**changes))
+
+
+def test_a_study_with_other_directions_is_refused(storage_url: str, study_name: str) -> None:
+    storage = open_storage(storage_url)
+    optuna.create_study(study_name=study_name, storage=storage, direction="minimize")
+    with pytest.raises(ConfigError, match="not created by advhpo"):
+        create_or_check_study(study_name, storage, _settings())
+
+
+def test_bad_settings_are_config_errors() -> None:
+    with pytest.raises(ConfigError):
+        _settings(dataset="svhn")
+    with pytest.raises(ConfigError):
+        _settings(eval_eps=1.5)
+    with pytest.raises(ConfigError):
+        _settings(sampler="cmaes")
+
+
+def test_gpu_workers_are_pinned_round_robin() -> None:
+    places = place_workers("cuda:0,cuda:1", None, 2)
+    assert [p.cuda_visible for p in places] == ["0", "0", "1", "1"]
+    assert {p.device for p in places} == {"cuda"}
+
+
+def test_cpu_workers_split_the_cores() -> None:
+    places = place_workers("cpu", 2, 1)
+    assert len(places) == 2 and all(p.cuda_visible is None for p in places)
+    assert all(p.threads is not None and p.threads >= 1 for p in places)
+
+
+def test_a_malformed_device_list_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="bad device"):
+        place_workers("gpu0", None, 1)
+
+
+def test_space_overrides_are_validated_and_stored(storage_url: str, study_name: str) -> None:
+    space = {"ensemble": {"choices": [1]}, "layers": {"low": 2, "high": 2}}
+    storage = open_storage(storage_url)
+    study = create_or_check_study(study_name, storage, _settings(space=space))
+    assert stored_settings(study).space == space
+    with pytest.raises(ConfigError, match="space"):
+        create_or_check_study(study_name, storage, _settings())
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"colour": {"choices": [1]}}, "unknown search parameter"),
+        ({"lr": {"low": 0.1}}, "needs low/high"),
+        ({"layers": {"low": 3, "high": 1}}, "low > high"),
+    ],
+)
+def test_bad_space_overrides_are_config_errors(space: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _settings(space=space)
+
+
+def test_suggested_configs_stay_inside_the_space() -> None:
+    settings = _settings(space={"ensemble": {"choices": [3]}, "adv_method": {"choices": ["fgsm"]}})
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    for _ in range(5):
+        trial = study.ask()
+        cfg = suggest_config(trial, settings)
+        assert cfg.ensemble == 3 and cfg.adv_method == "fgsm" and 0.01 <= cfg.adv_eps <= 0.3
+        assert 1 <= len(cfg.net.blocks) <= 3 and 1e-3 <= cfg.lr <= 0.1
+        assert cfg.eval_split == "val" and cfg.epochs == settings.epochs
+        study.tell(trial, [0.5, 0.5])

@@ -1,0 +1,209 @@
+"""Opening the study storage: engine settings per backend, failures, heartbeats and retries."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from advhpo import ConfigError, StorageError
+from advhpo.storage import open_storage, original_trial_number
+
+PASSWORD = "s3cret-pw"
+
+# Trials made by study.ask() are not heartbeated by Optuna, which says so each time.
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+
+
+def _study(storage: RDBStorage, name: str) -> optuna.Study:
+    return optuna.create_study(
+        study_name=name, storage=storage, directions=["maximize", "maximize"]
+    )
+
+
+def _trial_id(storage: RDBStorage, study: optuna.Study, number: int) -> int:
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def test_a_study_round_trips_through_the_storage(storage_url: str, study_name: str) -> None:
+    study = _study(open_storage(storage_url), study_name)
+    trial = study.ask()
+    study.tell(trial, [trial.suggest_float("lr", 1e-4, 1e-1, log=True), 0.5])
+    loaded = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    assert [t.state for t in loaded.trials] == [TrialState.COMPLETE]
+    assert loaded.trials[0].values[1] == 0.5
+
+
+def test_heartbeat_and_retry_settings_reach_optuna(storage_url: str) -> None:
+    storage = open_storage(storage_url, heartbeat_interval=7, grace_period=30)
+    assert storage.get_heartbeat_interval() == 7
+    assert storage.grace_period == 30
+    callback = storage.get_heartbeat_stale_trial_callback()
+    assert isinstance(callback, RetryHeartbeatStaleTrialCallback)
+
+
+def test_a_failed_trial_is_retried_max_retry_times_under_its_original_number(
+    storage_url: str, study_name: str
+) -> None:
+    storage = open_storage(storage_url, max_retry=2)
+    study = _study(storage, study_name)
+    study.tell(study.ask(), [0.0, 0.0])  # trial 0: unrelated
+    callback = storage.get_heartbeat_stale_trial_callback()
+    assert callback is not None
+    retried_numbers = []
+    for _ in range(3):  # the original run and two retries, all lost
+        trial = study.ask()
+        retried_numbers.append(original_trial_number(trial))
+        trial_id = _trial_id(storage, study, trial.number)
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        callback(study, storage.get_trial(trial_id))
+    assert retried_numbers == [1, 1, 1]
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]  # no third retry
+    assert original_trial_number(study.trials[3]) == 1
+    assert original_trial_number(study.trials[0]) == 0
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_trial_without_heartbeat_is_failed_and_requeued(
+    storage_url: str, study_name: str
+) -> None:
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
+    study = _study(storage, study_name)
+    lost = study.ask()
+    storage.record_heartbeat(_trial_id(storage, study, lost.number))
+    time.sleep(3.1)  # > grace_period, also with SQLite's whole-second timestamps
+    fail_stale_trials(study)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [TrialState.FAIL, TrialState.WAITING]
+    assert original_trial_number(study.ask()) == lost.number
+
+
+def test_create_false_opens_an_existing_storage(storage_url: str, study_name: str) -> None:
+    _study(open_storage(storage_url), study_name)
+    storage = open_storage(storage_url, create=False)
+    assert optuna.load_study(study_name=study_name, storage=storage).trials == []
+
+
+def test_create_false_on_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "typo" / "advhpo.db"
+    with pytest.raises(StorageError, match="no such file"):
+        open_storage(f"sqlite:///{db}", create=False)
+    assert not db.parent.exists()
+
+
+def test_create_false_on_an_empty_sqlite_file_says_it_holds_no_study(tmp_path: Path) -> None:
+    db = tmp_path / "empty.db"
+    db.touch()
+    with pytest.raises(StorageError, match="holds no Optuna study tables"):
+        open_storage(f"sqlite:///{db}", create=False)
+
+
+def test_a_file_that_is_not_a_database_is_a_storage_error(tmp_path: Path) -> None:
+    db = tmp_path / "notes.db"
+    db.write_text("not a database, just notes\n" * 100)
+    with pytest.raises(StorageError, match=r"open storage .*notes\.db: file is not a database"):
+        open_storage(f"sqlite:///{db}")
+
+
+def test_a_sqlite_file_is_created_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
+    db = tmp_path / "new" / "dir" / "advhpo.db"
+    storage = open_storage(f"sqlite:///{db}")
+    # WAL is a property of the file: any later connection, by any process, sees it.
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60_000
+
+
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
+def test_a_server_gets_a_small_health_checked_pool(storage_url: str) -> None:
+    storage = open_storage(storage_url)
+    assert storage.engine_kwargs["pool_pre_ping"] is True
+    assert storage.engine_kwargs["pool_recycle"] == 300
+    assert storage.engine_kwargs["connect_args"] == {"connect_timeout": 10}
+    assert storage.engine.pool.size() == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
+def test_workers_survive_the_server_dropping_their_connections(
+    storage_url: str, study_name: str
+) -> None:
+    app = f"advhpo-test-{uuid.uuid4().hex[:12]}"
+    url = make_url(storage_url).update_query_dict({"application_name": app})
+    storage = open_storage(url.render_as_string(hide_password=False))
+    study = _study(storage, study_name)
+    study.tell(study.ask(), [1.0, 1.0])
+    # What a server restart does to pooled connections.
+    admin = sqlalchemy.create_engine(storage_url)
+    with admin.connect() as conn:
+        killed = conn.execute(
+            sqlalchemy.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = :app"
+            ),
+            {"app": app},
+        ).scalar()
+    admin.dispose()
+    assert killed and killed >= 1
+    study.tell(study.ask(), [2.0, 2.0])
+    assert len(study.trials) == 2
+
+
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
+def test_a_bare_postgresql_url_uses_the_installed_driver(storage_url: str) -> None:
+    url = make_url(storage_url).set(drivername="postgresql")
+    storage = open_storage(url.render_as_string(hide_password=False))
+    assert storage.engine.dialect.driver in ("psycopg", "psycopg2")
+
+
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)
+def test_a_missing_database_is_a_masked_storage_error(storage_url: str) -> None:
+    missing = f"advhpo_missing_{uuid.uuid4().hex[:8]}"
+    url = make_url(storage_url).set(database=missing, username="postgres", password=PASSWORD)
+    with pytest.raises(StorageError, match=f'database "{missing}" does not exist') as info:
+        open_storage(url.render_as_string(hide_password=False))
+    assert "postgres:***@" in str(info.value)
+    assert PASSWORD not in str(info.value) and PASSWORD not in repr(info.value)
+
+
+def test_an_unreachable_server_is_a_quick_masked_storage_error() -> None:
+    url = f"postgresql+psycopg2://advhpo:{PASSWORD}@127.0.0.1:1/advhpo"
+    start = time.monotonic()
+    with pytest.raises(StorageError) as info:
+        open_storage(url)
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert message.startswith("cannot open storage postgresql+psycopg2://advhpo:***@127.0.0.1:1/")
+    assert "Connection refused" in message
+    assert len(message.splitlines()) == 1
+    assert PASSWORD not in message and PASSWORD not in repr(info.value)
+
+
+def test_a_missing_driver_is_a_storage_error() -> None:
+    # PyMySQL is not a dependency; were it installed, port 1 would refuse instead.
+    with pytest.raises(StorageError, match="cannot open storage") as info:
+        open_storage(f"mysql+pymysql://bob:{PASSWORD}@127.0.0.1:1/advhpo")
+    assert PASSWORD not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"heartbeat_interval": 0}, "heartbeat_interval"),
+        ({"heartbeat_interval": 10, "grace_period": 10}, "must exceed"),
+        ({"max_retry": -1}, "max_retry"),
+    ],
+)
+def test_bad_settings_are_config_errors(tmp_path: Path, kwargs: dict[str, int], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        open_storage(f"sqlite:///{tmp_path / 'a.db'}", **kwargs)  # type: ignore[arg-type]
+    assert not (tmp_path / "a.db").exists()
