@@ -5,12 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
 
 from advhpo._errors import AdvhpoError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 # soft_wrap: an error stays one line however narrow the terminal.
 err_console = Console(stderr=True, soft_wrap=True)
@@ -56,22 +59,27 @@ def positive_int(value: int | None) -> int | None:
 ProgressFn = Callable[[str, int, int], None]
 
 
+def new_progress(*, transient: bool) -> Progress:
+    """The project's progress bar on stderr: description, bar, done/total, time left."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=transient,
+    )
+
+
 @contextmanager
 def progress_bar(enabled: bool) -> Iterator[ProgressFn | None]:
     """A rich progress bar on stderr with one task per phase; yields ``None`` when disabled."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with new_progress(transient=True) as bar:
         tasks: dict[str, object] = {}
 
         def update(phase: str, done: int, total: int) -> None:

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from advhpo.cli._common import eps_option, err_console, one_line_errors, positive_int
+from advhpo.cli._common import (
+    eps_option,
+    err_console,
+    new_progress,
+    one_line_errors,
+    positive_int,
+)
 from advhpo.cli._train import DatasetName
 
 if TYPE_CHECKING:
@@ -218,15 +224,7 @@ def _with_progress(name: str, budget: int, options: Any, rdb: Any, quiet: bool) 
 
     if quiet:
         return run_workers(name, budget, options, rdb, log=lambda s: None, status=lambda *a: None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    ) as bar:
+    with new_progress(transient=False) as bar:
         task = bar.add_task("trials", total=budget)
 
         def status(done: int, total: int, size: int, hv: float) -> None:
@@ -250,9 +248,8 @@ def status(
         from optuna.trial import TrialState
 
         from advhpo.search import front, hypervolume, stored_settings
-        from advhpo.storage import open_storage
 
-        study = _load(name, open_storage(storage, create=False))
+        study = _open_existing(name, storage)
         settings = stored_settings(study)
         trials = study.get_trials(deepcopy=False)
         states = {s.name: sum(t.state == s for t in trials) for s in TrialState}
@@ -297,9 +294,8 @@ def pareto(
     """The Pareto front: trial, clean and FGSM accuracy, PGD accuracy, masking flag, params."""
     with one_line_errors():
         from advhpo.search import front, masking_flag
-        from advhpo.storage import open_storage
 
-        study = _load(name, open_storage(storage, create=False))
+        study = _open_existing(name, storage)
         rows = [
             {
                 "number": t.number,
@@ -325,6 +321,13 @@ def studies(storage: StorageOpt = None) -> None:
 
         for s in optuna.get_all_study_summaries(open_storage(storage, create=False)):
             typer.echo(f"{s.study_name}\t{s.n_trials} trials")
+
+
+def _open_existing(name: str, storage_url: str | None) -> optuna.Study:
+    """An existing study, read-only use: a missing database or study is an error."""
+    from advhpo.storage import open_storage
+
+    return _load(name, open_storage(storage_url, create=False))
 
 
 def _load(name: str, rdb: Any) -> optuna.Study:
