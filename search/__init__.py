@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from advhpo.search._export import export_text, trial_rows
 from advhpo.search._front import MASKING_GAP, completed, front, hypervolume, masking_flag
 from advhpo.search._launch import (
     Placement,
@@ -36,6 +37,7 @@ __all__ = [
     "completed",
     "create_or_check_study",
     "default_eval_eps",
+    "export_text",
     "fail_stale_trials",
     "front",
     "hypervolume",
@@ -46,5 +48,6 @@ __all__ = [
     "run_workers",
     "stored_settings",
     "suggest_config",
+    "trial_rows",
     "worker_main",
 ]

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from advhpo.cli._common import err_console, print_error
-from advhpo.cli._study import pareto, resume, run, status, studies
+from advhpo.cli._study import export, pareto, resume, run, status, studies
 from advhpo.cli._train import train
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ def _root() -> None:
     """Hyperparameter search for adversarially robust image classifiers."""
 
 
-for command in (train, run, resume, status, pareto, studies):
+for command in (train, run, resume, status, pareto, studies, export):
     app.command()(command)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -310,6 +311,25 @@ def pareto(
             typer.echo(json.dumps({"study": name, "front": rows}))
             return
         _print_front(study)
+
+
+class ExportFormat(enum.StrEnum):
+    csv = "csv"
+    json = "json"
+
+
+def export(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOpt = None,
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="csv or json.")] = (
+        ExportFormat.csv
+    ),
+) -> None:
+    """Print every trial of the study (state, objectives, params, PGD accuracy, timings)."""
+    with one_line_errors():
+        from advhpo.search import export_text
+
+        typer.echo(export_text(_open_existing(name, storage), fmt.value), nl=False)
 
 
 def studies(storage: StorageOpt = None) -> None:

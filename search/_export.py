@@ -1,0 +1,62 @@
+"""A study's trials as plain rows, for ``advhpo export`` (CSV or JSON)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import optuna
+
+from advhpo.search._settings import OBJECTIVES
+
+# Scalar user attributes worth a column; lists (eps curves, histories) stay in the JSON form.
+_ATTRS = (
+    "pgd_acc",
+    "transfer_acc",
+    "train_seconds",
+    "eval_seconds",
+    "resumed_from_epoch",
+    "fail_reason",
+    "host",
+    "device",
+)
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One flat row per trial: number, state, objectives, params and scalar attributes."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        values = t.values or [None] * len(OBJECTIVES)
+        row.update(zip(OBJECTIVES, values, strict=True))
+        row.update({f"params_{k}": v for k, v in t.params.items()})
+        row.update({k: t.user_attrs.get(k) for k in _ATTRS})
+        row["datetime_start"] = t.datetime_start.isoformat() if t.datetime_start else None
+        row["duration_seconds"] = t.duration.total_seconds() if t.duration else None
+        rows.append(row)
+    return rows
+
+
+def export_text(study: optuna.Study, fmt: str) -> str:
+    """The study's trials as CSV (flat rows) or JSON (rows plus every user attribute).
+
+    Raises:
+        ValueError: ``fmt`` is neither ``"csv"`` nor ``"json"``.
+    """
+    rows = trial_rows(study)
+    if fmt == "json":
+        attrs = {t.number: t.user_attrs for t in study.get_trials(deepcopy=False)}
+        full = [{**r, "user_attrs": attrs[r["number"]]} for r in rows]
+        return json.dumps({"study": study.study_name, "trials": full})
+    if fmt != "csv":
+        raise ValueError(f"unknown export format {fmt!r}; use csv or json")
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

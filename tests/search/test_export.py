@@ -1,0 +1,59 @@
+"""``advhpo export``: every trial as CSV or JSON, read back from the storage."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from advhpo.cli import main
+from advhpo.search import StudySettings, create_or_check_study, export_text
+from advhpo.storage import open_storage
+
+
+@pytest.fixture
+def study(storage_url: str, study_name: str) -> optuna.Study:
+    settings = StudySettings(dataset="mnist", budget=2, eval_eps=0.3)
+    study = create_or_check_study(study_name, open_storage(storage_url), settings)
+    dists = {
+        "lr": FloatDistribution(1e-3, 0.1, log=True),
+        "adv_method": CategoricalDistribution(["none", "fgsm"]),
+    }
+    study.add_trial(optuna.create_trial(
+        values=[0.9, 0.4], params={"lr": 0.01, "adv_method": "fgsm"}, distributions=dists,
+        user_attrs={"pgd_acc": 0.1, "eps_curve": {"eps": [0.0], "fgsm_acc": [0.9]}},
+    ))  # fmt: skip
+    study.add_trial(optuna.create_trial(
+        state=optuna.trial.TrialState.FAIL, params={"lr": 0.05, "adv_method": "none"},
+        distributions=dists, user_attrs={"fail_reason": "DivergenceError: loss became nan"},
+    ))  # fmt: skip
+    return study
+
+
+def test_csv_has_one_row_per_trial_with_objectives_params_and_reasons(
+    study: optuna.Study,
+) -> None:
+    rows = list(csv.DictReader(io.StringIO(export_text(study, "csv"))))
+    assert [r["state"] for r in rows] == ["COMPLETE", "FAIL"]
+    assert rows[0]["clean_acc"] == "0.9" and rows[0]["fgsm_acc"] == "0.4"
+    assert rows[0]["params_adv_method"] == "fgsm" and rows[0]["pgd_acc"] == "0.1"
+    assert rows[1]["fail_reason"].startswith("DivergenceError")
+
+
+def test_json_keeps_every_user_attribute(study: optuna.Study) -> None:
+    data = json.loads(export_text(study, "json"))
+    assert data["study"] == study.study_name
+    assert data["trials"][0]["user_attrs"]["eps_curve"] == {"eps": [0.0], "fgsm_acc": [0.9]}
+
+
+def test_export_command_prints_the_csv(
+    study: optuna.Study, storage_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["export", study.study_name, "--storage", storage_url, "--format", "csv"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == export_text(study, "csv")
