@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from advhpo.search._export import export_text, trial_rows
-from advhpo.search._front import MASKING_GAP, completed, front, hypervolume, masking_flag
+from advhpo.search._front import (
+    MASKING_GAP,
+    completed,
+    front,
+    front_points,
+    hypervolume,
+    masking_flag,
+)
 from advhpo.search._launch import (
     Placement,
     RunOptions,
@@ -18,6 +25,7 @@ from advhpo.search._settings import (
     StudySettings,
     check_compatible,
     default_eval_eps,
+    settings_dict,
     stored_settings,
 )
 from advhpo.search._space import DEFAULT_SPACE, load_space_file, resolve_space, suggest_config
@@ -40,12 +48,14 @@ __all__ = [
     "export_text",
     "fail_stale_trials",
     "front",
+    "front_points",
     "hypervolume",
     "load_space_file",
     "masking_flag",
     "place_workers",
     "resolve_space",
     "run_workers",
+    "settings_dict",
     "stored_settings",
     "suggest_config",
     "trial_rows",

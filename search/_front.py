@@ -28,6 +28,11 @@ def hypervolume(
     return area
 
 
+def front_points(study: optuna.Study) -> list[tuple[float, float]]:
+    """The front's (clean, FGSM) accuracies, in trial-number order."""
+    return [(t.values[0], t.values[1]) for t in front(study) if t.values is not None]
+
+
 def completed(study: optuna.Study) -> list[FrozenTrial]:
     """COMPLETE trials, in number order."""
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

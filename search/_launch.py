@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import TrialState
 
 from advhpo._errors import ConfigError
-from advhpo.search._front import completed, front, hypervolume
+from advhpo.search._front import completed, front_points, hypervolume
 from advhpo.search._settings import (
     DIRECTIONS,
     OBJECTIVES,
@@ -152,7 +153,8 @@ def run_workers(
             grace_period=options.grace_period,
         )
         p = ctx.Process(target=_worker_entry, args=(spec,), name=f"advhpo-worker-{i}")
-        p.start()
+        with _pinned_env(place.cuda_visible):
+            p.start()
         procs.append(p)
 
     interrupts = [0]
@@ -181,6 +183,24 @@ def run_workers(
     return sum(p.exitcode != 0 for p in procs)
 
 
+@contextlib.contextmanager
+def _pinned_env(cuda_visible: str | None) -> Iterator[None]:
+    """Start a child with only its GPU visible: the variable is in its environment from exec,
+    before anything in the child (an import, a CUDA call) could look at the devices."""
+    if cuda_visible is None:
+        yield
+        return
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
 def _worker_entry(spec: WorkerSpec) -> None:
     raise SystemExit(worker_main(spec))
 
@@ -203,9 +223,8 @@ def _report(
             )
         elif t.state == TrialState.FAIL:
             log(f"trial {t.number} failed: {t.user_attrs.get('fail_reason', 'unknown reason')}")
-    done = completed(study)
-    points = [t.values for t in front(study) if t.values is not None]
-    status(len(done), budget, len(points), hypervolume(points))
+    points = front_points(study)
+    status(len(completed(study)), budget, len(points), hypervolume(points))
 
 
 def _short_params(params: dict[str, object]) -> str:

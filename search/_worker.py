@@ -10,12 +10,18 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from advhpo._errors import AdvhpoError
+
+if TYPE_CHECKING:  # torch is imported in the worker process only, after GPU pinning
+    import torch
+
+    from advhpo.objectives import DatasetSplits, EnsembleTrainer
+    from advhpo.storage import CheckpointStore
 from advhpo.search._settings import StudySettings, stored_settings
 from advhpo.search._space import suggest_config
 from advhpo.storage import original_trial_number
@@ -63,7 +69,12 @@ class WorkerSpec:
 
 
 def make_sampler(settings: StudySettings, worker_id: int) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded per worker so parallel workers do not propose twins."""
+    """The study's sampler for one worker.
+
+    Parallel workers share the study's history but not their random streams: the seed mixes
+    the study seed, the worker index and the start time, so neither two workers of one run nor
+    a worker of a later ``resume`` replays another's random proposals.
+    """
     seed = settings.seed * 7919 + worker_id + int(time.time_ns() % 1_000_003)
     if settings.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
@@ -180,9 +191,9 @@ class _Objective:
         self,
         spec: WorkerSpec,
         settings: StudySettings,
-        splits: Any,
-        device: Any,
-        store: Any,
+        splits: DatasetSplits,
+        device: torch.device,
+        store: CheckpointStore,
         stop: _Stop,
     ) -> None:
         self.spec, self.settings, self.splits = spec, settings, splits
@@ -205,7 +216,7 @@ class _Objective:
                 trainer.load_state_dict(saved[1]["trainer"])
                 trial.set_user_attr("resumed_from_epoch", saved[0])
 
-            def on_epoch(epoch: int, trainer: Any) -> None:
+            def on_epoch(epoch: int, trainer: EnsembleTrainer) -> None:
                 state = {"config": cfg.to_dict(), "trainer": trainer.state_dict()}
                 self.store.save(self.spec.study_name, key, epoch, state)
                 trial.set_user_attr("epoch_history", trainer.history())

@@ -248,14 +248,13 @@ def status(
     with one_line_errors():
         from optuna.trial import TrialState
 
-        from advhpo.search import front, hypervolume, stored_settings
+        from advhpo.search import front_points, hypervolume, settings_dict, stored_settings
 
         study = _open_existing(name, storage)
         settings = stored_settings(study)
         trials = study.get_trials(deepcopy=False)
         states = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-        best = front(study)
-        points = [t.values for t in best if t.values is not None]
+        points = front_points(study)
         running = [t for t in trials if t.state == TrialState.RUNNING]
         report: dict[str, Any] = {
             "study": name,
@@ -268,7 +267,7 @@ def status(
             "live_workers": sorted(
                 {f"{t.user_attrs.get('host')}:{t.user_attrs.get('worker_pid')}" for t in running}
             ),
-            "settings": settings.__dict__,
+            "settings": settings_dict(settings),
         }
         if as_json:
             typer.echo(json.dumps(report))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import optuna
 import pytest
 
@@ -112,3 +114,12 @@ def test_suggested_configs_stay_inside_the_space() -> None:
         assert 1 <= len(cfg.net.blocks) <= 3 and 1e-3 <= cfg.lr <= 0.1
         assert cfg.eval_split == "val" and cfg.epochs == settings.epochs
         study.tell(trial, [0.5, 0.5])
+
+
+def test_a_gpu_worker_starts_with_only_its_gpu_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    from advhpo.search._launch import _pinned_env
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    with _pinned_env("2"):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2"
