@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from advhpo.search._settings import OBJECTIVES
+from advhpo.search._settings import stored_settings
 
 # Scalar user attributes worth a column; lists (eps curves, histories) stay in the JSON form.
 _ATTRS = (
@@ -27,10 +27,11 @@ _ATTRS = (
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One flat row per trial: number, state, objectives, params and scalar attributes."""
     rows = []
+    objectives = stored_settings(study).objectives()
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
-        values = t.values or [None] * len(OBJECTIVES)
-        row.update(zip(OBJECTIVES, values, strict=True))
+        values = t.values or [None] * len(objectives)
+        row.update(zip(objectives, values, strict=True))
         row.update({f"params_{k}": v for k, v in t.params.items()})
         row.update({k: t.user_attrs.get(k) for k in _ATTRS})
         row["datetime_start"] = t.datetime_start.isoformat() if t.datetime_start else None

@@ -17,8 +17,6 @@ from optuna.trial import TrialState
 from advhpo._errors import ConfigError
 from advhpo.search._front import completed, front_points, hypervolume
 from advhpo.search._settings import (
-    DIRECTIONS,
-    OBJECTIVES,
     SETTINGS_ATTR,
     StudySettings,
     check_compatible,
@@ -37,11 +35,11 @@ def create_or_check_study(
         ConfigError: The study exists with other settings or other objectives.
     """
     study = optuna.create_study(
-        study_name=name, storage=storage, directions=list(DIRECTIONS), load_if_exists=True
+        study_name=name, storage=storage, directions=settings.directions(), load_if_exists=True
     )
     if SETTINGS_ATTR not in study.user_attrs:
-        directions = tuple(d.name.lower() for d in study.directions)
-        if directions != DIRECTIONS or study.get_trials(deepcopy=False):
+        directions = [d.name.lower() for d in study.directions]
+        if directions != settings.directions() or study.get_trials(deepcopy=False):
             raise ConfigError(
                 f"study {name!r} was not created by advhpo (objectives {directions}); "
                 "pick a new name"
@@ -49,7 +47,7 @@ def create_or_check_study(
         with warnings.catch_warnings():
             # Metric names are experimental in Optuna but shown by optuna-dashboard.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(OBJECTIVES))
+            study.set_metric_names(list(settings.objectives()))
         study.set_user_attr(SETTINGS_ATTR, settings.to_json())
     check_compatible(study, settings)
     return study

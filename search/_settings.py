@@ -15,6 +15,7 @@ from advhpo.objectives._config import DATASETS, check_choice, check_eps
 SETTINGS_ATTR = "advhpo_settings"
 OBJECTIVES = ("clean_acc", "fgsm_acc")
 DIRECTIONS: tuple[Literal["maximize"], Literal["maximize"]] = ("maximize", "maximize")
+COST_OBJECTIVE = "train_seconds"  # the optional third objective, minimised
 SAMPLERS = ("tpe", "nsga2", "random")
 
 
@@ -32,6 +33,7 @@ class StudySettings:
         seed: Base seed: trial ``n`` trains from ``seed + 1000 * n``. Default 0.
         sampler: ``"tpe"``, ``"nsga2"`` or ``"random"``. Default ``"tpe"``.
         space: Overrides of the default search space (see ``--space``); ``None``: defaults.
+        cost: Add training seconds as a third objective, minimised. Default False.
     """
 
     dataset: str
@@ -43,6 +45,7 @@ class StudySettings:
     seed: int = 0
     sampler: str = "tpe"
     space: dict[str, dict[str, Any]] | None = None
+    cost: bool = False
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
@@ -53,6 +56,14 @@ class StudySettings:
         from advhpo.search._space import resolve_space  # the space module imports this one
 
         resolve_space(self.dataset, self.space)
+
+    def objectives(self) -> tuple[str, ...]:
+        """Objective names in study order."""
+        return (*OBJECTIVES, COST_OBJECTIVE) if self.cost else OBJECTIVES
+
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
+        """Optuna directions matching :meth:`objectives`."""
+        return [*DIRECTIONS, "minimize"] if self.cost else list(DIRECTIONS)
 
     def to_json(self) -> str:
         """Stable JSON form (sorted keys), as stored with the study."""
@@ -91,11 +102,13 @@ def check_compatible(study: optuna.Study, wanted: StudySettings) -> None:
     cannot be continued.
     """
     names = study.metric_names
-    directions = tuple(d.name.lower() for d in study.directions)
-    if directions != DIRECTIONS or (names is not None and tuple(names) != OBJECTIVES):
+    directions = [d.name.lower() for d in study.directions]
+    if directions != wanted.directions() or (
+        names is not None and tuple(names) != wanted.objectives()
+    ):
         raise ConfigError(
-            f"study {study.study_name!r} has objectives {names or '?'} {directions}; advhpo "
-            f"needs {OBJECTIVES} {DIRECTIONS}"
+            f"study {study.study_name!r} has objectives {names or '?'} {directions}; asked for "
+            f"{wanted.objectives()} {wanted.directions()}"
         )
     stored = stored_settings(study)
     diffs = [

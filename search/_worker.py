@@ -199,7 +199,7 @@ class _Objective:
         self.spec, self.settings, self.splits = spec, settings, splits
         self.device, self.store, self.stop = device, store, stop
 
-    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         from advhpo.objectives import make_ensemble_trainer, run_trial
 
         self._claim_budget(trial)
@@ -212,12 +212,20 @@ class _Objective:
             key = original_trial_number(trial)
             trainer = make_ensemble_trainer(cfg, self.device)
             saved = self.store.load(self.spec.study_name, key)
+            # Training seconds of earlier attempts, so a resumed trial's cost is its full cost.
+            prior_seconds = 0.0
             if saved is not None and saved[1].get("config") == cfg.to_dict():
                 trainer.load_state_dict(saved[1]["trainer"])
+                prior_seconds = float(saved[1].get("train_seconds", 0.0))
                 trial.set_user_attr("resumed_from_epoch", saved[0])
+            start = time.perf_counter()
 
             def on_epoch(epoch: int, trainer: EnsembleTrainer) -> None:
-                state = {"config": cfg.to_dict(), "trainer": trainer.state_dict()}
+                state = {
+                    "config": cfg.to_dict(),
+                    "trainer": trainer.state_dict(),
+                    "train_seconds": prior_seconds + time.perf_counter() - start,
+                }
                 self.store.save(self.spec.study_name, key, epoch, state)
                 trial.set_user_attr("epoch_history", trainer.history())
                 if self.stop.requested:
@@ -239,12 +247,13 @@ class _Objective:
             trial.set_user_attr("fail_reason", one_line(e))
             trial.set_user_attr("interrupted", isinstance(e, Interrupted))
             raise
+        train_seconds = prior_seconds + m["train_seconds"]
+        trial.set_user_attr("train_seconds", train_seconds)
         for name in (
             "pgd_acc",
             "transfer_acc",
             "member_clean_acc",
             "eps_curve",
-            "train_seconds",
             "eval_seconds",
             "n_eval",
             "n_train",
@@ -253,6 +262,8 @@ class _Objective:
             trial.set_user_attr(name, m[name])
         trial.set_user_attr("epoch_history", m["epochs"])
         trial.set_user_attr("fail_reason", None)
+        if self.settings.cost:
+            return m["clean_acc"], m["fgsm_acc"], train_seconds
         return m["clean_acc"], m["fgsm_acc"]
 
     def _claim_budget(self, trial: optuna.Trial) -> None:

@@ -80,6 +80,9 @@ def run(
         Path | None, typer.Option(help="TOML file overriding parts of the search space.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Base seed of the study.")] = 0,
+    cost: Annotated[
+        bool, typer.Option(help="Also minimise training seconds (a third objective).")
+    ] = False,
     data_dir: DataDirOpt = None,
     offline: OfflineOpt = False,
     artifacts: ArtifactsOpt = None,
@@ -101,6 +104,7 @@ def run(
             seed=seed,
             sampler=sampler,
             space=None if space is None else load_space_file(space),
+            cost=cost,
         )
         _run(
             name,

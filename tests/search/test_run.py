@@ -135,14 +135,14 @@ choices = ["none"]
 """
 
 
-def _start(name: str, url: str, data: Path, artifacts: Path) -> subprocess.Popen[str]:
+def _start(name: str, url: str, data: Path, artifacts: Path, *extra: str) -> subprocess.Popen[str]:
     space = artifacts.parent / "space.toml"
     space.write_text(SMALL_SPACE)
     args = "--trials 2 --workers 1 --epochs 4 --train-subset 3000 --eval-subset 64 --devices cpu"
     return subprocess.Popen(
         [sys.executable, "-m", "advhpo", "run", name, "--dataset", "mnist", "--storage", url,
          *args.split(), "--data-dir", str(data), "--offline", "--artifacts", str(artifacts),
-         "--grace-period", "4", "--space", str(space), "--quiet"],
+         "--grace-period", "4", "--space", str(space), "--quiet", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -187,7 +187,7 @@ def test_ctrl_c_checkpoints_and_resume_finishes_the_study(
     real_data_dir: Path, tmp_path: Path
 ) -> None:
     url, name, artifacts = f"sqlite:///{tmp_path / 'db.sqlite'}", "interrupted", tmp_path / "art"
-    proc = _start(name, url, real_data_dir, artifacts)
+    proc = _start(name, url, real_data_dir, artifacts, "--cost")
     _wait_for_checkpoint(artifacts, proc)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
@@ -210,7 +210,13 @@ def test_ctrl_c_checkpoints_and_resume_finishes_the_study(
     )
     done = _complete(url, name)
     assert len(done) == 2
-    assert any(t.user_attrs.get("resumed_from_epoch") for t in done)
+    (resumed,) = [t for t in done if t.user_attrs.get("resumed_from_epoch")]
+    # The cost objective counts the training before the interruption too.
+    assert resumed.values is not None and len(resumed.values) == 3
+    history = resumed.user_attrs["epoch_history"][0]  # restored epochs included
+    assert len(history) == 4
+    assert resumed.values[2] == resumed.user_attrs["train_seconds"]
+    assert resumed.values[2] >= sum(e["seconds"] for e in history)
 
 
 @pytest.mark.parametrize(

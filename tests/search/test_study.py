@@ -123,3 +123,12 @@ def test_a_gpu_worker_starts_with_only_its_gpu_visible(monkeypatch: pytest.Monke
     with _pinned_env("2"):
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2"
+
+
+def test_cost_adds_a_minimised_third_objective(storage_url: str, study_name: str) -> None:
+    storage = open_storage(storage_url)
+    study = create_or_check_study(study_name, storage, _settings(cost=True))
+    assert study.metric_names == ["clean_acc", "fgsm_acc", "train_seconds"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE", "MINIMIZE"]
+    with pytest.raises(ConfigError, match="objectives"):
+        create_or_check_study(study_name, storage, _settings())
