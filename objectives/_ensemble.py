@@ -18,17 +18,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from advhpo._errors import DivergenceError
 from advhpo.objectives._attacks import fgsm, fgsm_rs
 from advhpo.objectives._config import TrialConfig
 from advhpo.objectives._data import ImageSet
 from advhpo.objectives._device import amp_dtype
 from advhpo.objectives._net import make_net
-from advhpo.objectives._training import MemberTrainer, PrivateRng, to_float_batch
+from advhpo.objectives._training import (
+    CHECK_EVERY,
+    MemberTrainer,
+    PrivateRng,
+    check_finite,
+    to_float_batch,
+)
 
 Strategy = Literal["loop", "stacked"]
-
-_CHECK_EVERY = 50  # steps between finiteness checks: each check syncs a GPU
 
 
 class EnsembleTrainer(Protocol):
@@ -184,8 +187,10 @@ class StackedEnsemble:
                 x = to_float_batch(train.images.index_select(0, idx), self.device)
                 y = train.labels.index_select(0, idx).to(self.device, non_blocking=True)
                 totals += self._step(x.contiguous(), y)
-                if (step + 1) % _CHECK_EVERY == 0 or step == steps - 1:
-                    self._check_finite(totals, step)
+                if (step + 1) % CHECK_EVERY == 0 or step == steps - 1:
+                    check_finite(
+                        totals, epoch=self.epoch + 1, step=step, first_member=0, lr=self.cfg.lr
+                    )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.epoch += 1
@@ -222,16 +227,6 @@ class StackedEnsemble:
         self.scaler.step(self.opt)
         self.scaler.update()
         return member_losses.detach()
-
-    def _check_finite(self, totals: Tensor, step: int) -> None:
-        values = totals.tolist()
-        for k, value in enumerate(values):
-            if not math.isfinite(value):
-                raise DivergenceError(
-                    f"training diverged: loss became {value} in epoch {self.epoch + 1}, "
-                    f"step {step + 1} of member {k} (lr={self.cfg.lr:g}); "
-                    "try a smaller learning rate"
-                )
 
     def models(self) -> list[nn.Module]:
         """The members as separate networks (copies of the current weights)."""

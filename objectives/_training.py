@@ -20,9 +20,27 @@ from advhpo.objectives._device import amp_dtype, memory_format
 from advhpo.objectives._generator import PerturbationGenerator, generator_loss
 from advhpo.objectives._net import make_net
 
-_CHECK_EVERY = 50  # steps between finiteness checks: each check syncs a GPU
+CHECK_EVERY = 50  # steps between finiteness checks: each check syncs a GPU
 _ADAPT_WINDOW = 50  # classifier steps over which the generator's loss is averaged
 _GEN_LR = 1e-3  # Adam step of the perturbation generator
+
+
+def check_finite(losses: Tensor, *, epoch: int, step: int, first_member: int, lr: float) -> None:
+    """Raise :class:`DivergenceError` if any member's running loss is NaN or infinite.
+
+    Args:
+        losses: Running loss sums, one per member (a 0-d tensor for one member).
+        epoch: The 1-based epoch being trained.
+        step: The 0-based step just taken.
+        first_member: Index of the member ``losses[0]`` belongs to.
+        lr: The learning rate, quoted in the message.
+    """
+    for k, value in enumerate(losses.reshape(-1).tolist()):
+        if not math.isfinite(value):
+            raise DivergenceError(
+                f"training diverged: loss became {value} in epoch {epoch}, step {step + 1} "
+                f"of member {first_member + k} (lr={lr:g}); try a smaller learning rate"
+            )
 
 
 def to_float_batch(images: Tensor, device: torch.device) -> Tensor:
@@ -151,8 +169,14 @@ class MemberTrainer:
                     self._adapt_ratio(gen_loss)
                 loss = self._classifier_step(x, y)
                 total += loss
-                if (step + 1) % _CHECK_EVERY == 0 or step == steps - 1:
-                    self._check_finite(total, step)
+                if (step + 1) % CHECK_EVERY == 0 or step == steps - 1:
+                    check_finite(
+                        total,
+                        epoch=self.epoch + 1,
+                        step=step,
+                        first_member=self.member,
+                        lr=cfg.lr,
+                    )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.epoch += 1
@@ -223,15 +247,6 @@ class MemberTrainer:
             self._gen_window.clear()
             if mean > cfg.gen_loss_threshold and self.gen_ratio < cfg.gen_max_ratio:
                 self.gen_ratio += 1
-
-    def _check_finite(self, total: Tensor, step: int) -> None:
-        value = float(total)
-        if not math.isfinite(value):
-            raise DivergenceError(
-                f"training diverged: loss became {value} in epoch {self.epoch + 1}, "
-                f"step {step + 1} of member {self.member} (lr={self.cfg.lr:g}); "
-                "try a smaller learning rate"
-            )
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training exactly where it stopped."""
