@@ -37,7 +37,7 @@ _CONNECT_TIMEOUT = 10
 _CONNECT_TIMEOUT_DRIVERS = frozenset({"psycopg2", "psycopg", "pymysql", "mysqldb"})
 # Workers started together on a fresh database race to create Optuna's tables; the losers see
 # "already exists" or a duplicate key and succeed on a retry, once the tables are there.
-_INIT_ATTEMPTS = 5
+_INIT_ATTEMPTS = 8
 
 
 def open_storage(
@@ -137,13 +137,21 @@ def _prepare_sqlite(path: Path, masked: str, *, create: bool) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StorageError(f"cannot open storage {masked}: {_first_line(e)}") from e
-    try:
-        # Done with sqlite3 before SQLAlchemy connects: changing the journal mode needs the
-        # only connection to the file, and WAL lets readers and one writer work concurrently.
-        with contextlib.closing(sqlite3.connect(path, timeout=_SQLITE_BUSY_TIMEOUT)) as conn:
-            mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
-    except sqlite3.Error as e:
-        raise StorageError(f"cannot open storage {masked}: {_first_line(e)}") from e
+    for attempt in range(_INIT_ATTEMPTS):
+        try:
+            # Done with sqlite3 before SQLAlchemy connects: changing the journal mode needs the
+            # only connection to the file; WAL lets readers and one writer work concurrently.
+            with contextlib.closing(sqlite3.connect(path, timeout=_SQLITE_BUSY_TIMEOUT)) as conn:
+                mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            break
+        except sqlite3.OperationalError as e:
+            # Other workers opening the same new file at once: wait and switch again.
+            if attempt + 1 < _INIT_ATTEMPTS and "locked" in str(e).lower():
+                time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
+                continue
+            raise StorageError(f"cannot open storage {masked}: {_first_line(e)}") from e
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open storage {masked}: {_first_line(e)}") from e
     if mode.lower() != "wal":
         raise StorageError(
             f"cannot open storage {masked}: SQLite kept journal_mode={mode} instead of WAL"
@@ -181,10 +189,16 @@ def _server_engine_kwargs(parsed: URL) -> dict[str, Any]:
 
 
 def _is_creation_race(e: BaseException) -> bool:
-    """Whether ``e`` is another worker having created a table or row at the same moment."""
+    """Whether ``e`` is another worker creating the same tables or rows at the same moment.
+
+    On SQLite that includes "database is locked": while the schema is being created, a
+    transaction that read before it writes gets SQLITE_BUSY at once, without waiting for the
+    busy timeout (SQLite's deadlock avoidance), so the whole setup is tried again.
+    """
     if isinstance(e, sa_exc.IntegrityError) or isinstance(e.__cause__, sa_exc.IntegrityError):
         return True
-    return "already exists" in str(_driver_error(e)).lower()
+    message = str(_driver_error(e)).lower()
+    return "already exists" in message or "database is locked" in message
 
 
 def _reason(e: BaseException, password: str | None, create: bool) -> str:
