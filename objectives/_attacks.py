@@ -28,13 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advhpo._errors import ConfigError
+from advhpo.objectives._config import check_eps
 
 __all__ = ["fgsm", "fgsm_rs", "pgd"]
-
-
-def _check_eps(eps: float) -> None:
-    if not 0.0 <= eps <= 1.0:
-        raise ConfigError(f"eps must be in [0, 1] (pixel space), got {eps}")
 
 
 def _check_alpha(alpha: float) -> None:
@@ -87,7 +83,7 @@ def fgsm(model: nn.Module, images: Tensor, labels: Tensor, eps: float) -> Tensor
     Raises:
         ConfigError: ``eps`` is outside [0, 1].
     """
-    _check_eps(eps)
+    check_eps("eps", eps)
     images = images.detach()
     if eps == 0.0:
         return images.clone()
@@ -137,7 +133,7 @@ def fgsm_rs(
     Raises:
         ConfigError: ``eps`` is outside [0, 1] or ``alpha`` is negative or not finite.
     """
-    _check_eps(eps)
+    check_eps("eps", eps)
     step = 1.25 * eps if alpha is None else alpha
     _check_alpha(step)
     images = images.detach()
@@ -197,7 +193,7 @@ def pgd(
         ConfigError: ``eps`` is outside [0, 1], ``steps < 1``, or ``alpha`` is negative or not
             finite.
     """
-    _check_eps(eps)
+    check_eps("eps", eps)
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
     step = 2.5 * eps / steps if alpha is None else alpha

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+# The thesis radius is an objectives fact; re-exported for the search CLI's convenience.
+from advhpo.objectives._config import default_eval_eps
 from advhpo.search._export import export_text, trial_rows
 from advhpo.search._front import (
     MASKING_GAP,
     completed,
+    format_params,
     front,
     front_points,
     hypervolume,
@@ -24,7 +27,6 @@ from advhpo.search._settings import (
     SAMPLERS,
     StudySettings,
     check_compatible,
-    default_eval_eps,
     settings_dict,
     stored_settings,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "default_eval_eps",
     "export_text",
     "fail_stale_trials",
+    "format_params",
     "front",
     "front_points",
     "hypervolume",

@@ -38,6 +38,13 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+def format_params(params: dict[str, object]) -> str:
+    """``name=value`` pairs on one line, floats to 3 significant digits."""
+    return " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
 def masking_flag(trial: FrozenTrial) -> bool:
     """Whether FGSM accuracy exceeds PGD accuracy by more than :data:`MASKING_GAP`."""
     pgd = trial.user_attrs.get("pgd_acc")

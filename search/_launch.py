@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from advhpo._errors import ConfigError
-from advhpo.search._front import completed, front_points, hypervolume
+from advhpo.search._front import completed, format_params, front_points, hypervolume
 from advhpo.search._settings import (
     SETTINGS_ATTR,
     StudySettings,
@@ -216,16 +216,10 @@ def _report(
             resumed = t.user_attrs.get("resumed_from_epoch")
             log(
                 f"trial {t.number} done: clean {t.values[0]:.4f}  fgsm {t.values[1]:.4f}  "
-                f"pgd {pgd:.4f}  {_short_params(t.params)}"
+                f"pgd {pgd:.4f}  {format_params(t.params)}"
                 + (f"  (resumed from epoch {resumed})" if resumed else "")
             )
         elif t.state == TrialState.FAIL:
             log(f"trial {t.number} failed: {t.user_attrs.get('fail_reason', 'unknown reason')}")
     points = front_points(study)
     status(len(completed(study)), budget, len(points), hypervolume(points))
-
-
-def _short_params(params: dict[str, object]) -> str:
-    return " ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-    )

@@ -78,11 +78,6 @@ class StudySettings:
             raise ConfigError(f"the study's stored settings are unreadable: {e}") from e
 
 
-def default_eval_eps(dataset: str) -> float:
-    """The thesis's radius: 0.3 on MNIST, 0.05 on CIFAR-10."""
-    return 0.3 if dataset == "mnist" else 0.05
-
-
 def stored_settings(study: optuna.Study) -> StudySettings:
     """The settings an existing advhpo study was created with.
 

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 
 from advhpo._errors import ConfigError
-from advhpo.objectives._config import TrialConfig, family_net
+from advhpo.objectives._config import TrialConfig, eps_curve_grid, family_net
 from advhpo.search._settings import StudySettings
 from advhpo.storage import original_trial_number
 
@@ -103,5 +103,5 @@ def suggest_config(trial: optuna.Trial, settings: StudySettings) -> TrialConfig:
         eval_eps=settings.eval_eps,
         eval_split="val",
         eval_subset=settings.eval_subset,
-        eps_grid=tuple(round(settings.eval_eps * i / 5, 6) for i in range(11)),
+        eps_grid=eps_curve_grid(settings.eval_eps),
     )

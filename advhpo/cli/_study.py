@@ -368,7 +368,7 @@ def _print_front(study: optuna.Study) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from advhpo.search import front, masking_flag
+    from advhpo.search import format_params, front, masking_flag
 
     best = front(study)
     if not best:
@@ -386,8 +386,6 @@ def _print_front(study: optuna.Study) -> None:
             f"{t.values[1]:.4f}",
             "-" if pgd is None else f"{pgd:.4f}",
             "yes" if masking_flag(t) else "",
-            " ".join(
-                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()
-            ),
+            format_params(t.params),
         )
     Console().print(table)

@@ -126,6 +126,8 @@ def train(
             PRESET_DATASET,
             PRESETS,
             TrialConfig,
+            default_eval_eps,
+            eps_curve_grid,
             family_net,
             load_splits,
             resolve_device,
@@ -139,7 +141,7 @@ def train(
                 f"preset {preset.value} is for {PRESET_DATASET[preset.value]}, not {name}",
                 param_hint="--preset",
             )
-        default_eps = 0.3 if name == "mnist" else 0.05
+        default_eps = default_eval_eps(name)
         if layers is not None:
             net = family_net(name, layers, 0.25 if dropout is None else dropout)
         else:
@@ -166,7 +168,7 @@ def train(
             eval_eps=default_eps if eval_eps is None else eval_eps,
             eval_split=eval_split.value,
             eval_subset=eval_subset,
-            eps_grid=_eps_grid(default_eps),
+            eps_grid=eps_curve_grid(default_eps),
             pgd_steps=pgd_steps,
         )
         dev = resolve_device(device)
@@ -186,11 +188,6 @@ def _with_dropout(net: Any, p: float) -> Any:
     import dataclasses
 
     return dataclasses.replace(net, conv_dropout=p, dense_dropout=p)
-
-
-def _eps_grid(eval_eps: float) -> tuple[float, ...]:
-    # Ten steps up to twice the usual radius: the thesis's accuracy-vs-eps figures span that.
-    return tuple(round(eval_eps * i / 5, 6) for i in range(11))
 
 
 def _print_summary(result: dict[str, Any], save: Path | None) -> None:
