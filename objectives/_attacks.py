@@ -22,6 +22,7 @@ exactly when the model is in the same mode.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 from advhpo._errors import ConfigError
 from advhpo.objectives._config import check_eps
 
-__all__ = ["fgsm", "fgsm_rs", "pgd"]
+__all__ = ["fgsm", "fgsm_rs", "fgsm_sweep", "pgd"]
 
 
 def _check_alpha(alpha: float) -> None:
@@ -89,6 +90,29 @@ def fgsm(model: nn.Module, images: Tensor, labels: Tensor, eps: float) -> Tensor
         return images.clone()
     adv = images + eps * _loss_grad_sign(model, images, labels)
     return torch.clamp(adv, min=0.0, max=1.0).detach()
+
+
+def fgsm_sweep(
+    model: nn.Module, images: Tensor, labels: Tensor, radii: Sequence[float]
+) -> Iterator[tuple[float, Tensor]]:
+    """:func:`fgsm` at several radii from one gradient: ``(eps, x_adv)`` per radius, in order.
+
+    FGSM's step direction, the gradient sign at the clean images, does not depend on the
+    radius, so an accuracy-vs-eps curve needs one backward pass instead of one per radius.
+    Each image equals ``fgsm(model, images, labels, eps)`` exactly.
+
+    Raises:
+        ConfigError: A radius is outside [0, 1].
+    """
+    for eps in radii:
+        check_eps("eps", eps)
+    images = images.detach()
+    sign = _loss_grad_sign(model, images, labels) if any(radii) else None
+    for eps in radii:
+        if eps == 0.0 or sign is None:
+            yield eps, images.clone()
+        else:
+            yield eps, torch.clamp(images + eps * sign, min=0.0, max=1.0).detach()
 
 
 def fgsm_rs(

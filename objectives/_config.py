@@ -155,11 +155,16 @@ class TrialConfig:
         gen_adaptive: Raise the ratio while the generator's loss is above the threshold.
         gen_loss_threshold: The adaptive target for the generator's loss. Default 0.6.
         gen_max_ratio: Upper bound of the adaptive ratio. Default 12.
+        gen_ratio_schedule: A stepped schedule: the ratio of epoch ``e`` (1-based) is
+            ``gen_ratio_schedule[e - 1]``, later epochs keep the last value; replaces
+            ``gen_ratio`` and cannot be combined with ``gen_adaptive``. Default ``()``: none.
         ensemble: Members trained from different seeds; prediction is their vote. Default 1.
         seed: Seed of member 0; member ``k`` uses ``seed + k``. Default 0.
         eval_eps: L∞ radius of the evaluation attacks (pixel units). Default 0.3.
         eval_split: ``"val"`` (what searches optimise) or ``"test"``. Default ``"val"``.
         eval_subset: Evaluation images used (``None``: the whole split).
+        epoch_eval: Images of the evaluation split scored after every epoch (clean and FGSM
+            accuracy of the vote: learning curves and early stopping; 0: none). Default 0.
         eps_grid: Radii of the accuracy-vs-eps curve (pixel units).
         pgd_steps: PGD iterations. Default 10.
         pgd_step_size: PGD step in pixel units (``None``: 2.5 * eps / steps, Madry et al.).
@@ -181,11 +186,13 @@ class TrialConfig:
     gen_adaptive: bool = False
     gen_loss_threshold: float = 0.6
     gen_max_ratio: int = 12
+    gen_ratio_schedule: tuple[int, ...] = ()
     ensemble: int = 1
     seed: int = 0
     eval_eps: float = 0.3
     eval_split: str = "val"
     eval_subset: int | None = None
+    epoch_eval: int = 0
     eps_grid: tuple[float, ...] = field(default=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3))
     pgd_steps: int = 10
     pgd_step_size: float | None = None
@@ -211,10 +218,18 @@ class TrialConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"{name} must be >= 1, got {v}")
+        if any(r < 1 for r in self.gen_ratio_schedule):
+            raise ConfigError(
+                f"gen_ratio_schedule must hold ratios >= 1, got {self.gen_ratio_schedule}"
+            )
+        if self.gen_ratio_schedule and self.gen_adaptive:
+            raise ConfigError("gen_ratio_schedule and gen_adaptive exclude each other")
         if self.adv_method != "none" and self.adv_eps == 0.0:
             raise ConfigError(f"adv_method {self.adv_method!r} needs adv_eps > 0")
         if self.pgd_step_size is not None:
             _check_positive("pgd_step_size", self.pgd_step_size)
+        if self.epoch_eval < 0:
+            raise ConfigError(f"epoch_eval must be >= 0, got {self.epoch_eval}")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready plain data (tuples become lists)."""
@@ -233,6 +248,7 @@ class TrialConfig:
         net["padding"] = tuple(net["padding"])
         net["dense"] = tuple(net["dense"])
         data["eps_grid"] = tuple(data.get("eps_grid", ()))
+        data["gen_ratio_schedule"] = tuple(data.get("gen_ratio_schedule", ()))
         try:
             return cls(net=NetConfig(**net), **data)
         except TypeError as e:

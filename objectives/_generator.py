@@ -9,7 +9,6 @@ arXiv:1705.03387).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -47,6 +46,9 @@ def generator_loss(logits: Tensor, labels: Tensor) -> Tensor:
     gradient is ``p_y``). A value of 0.6 means ``p_y`` ≈ 0.45 on average: the threshold of the
     adaptive ratio schedule.
     """
-    log_p = F.log_softmax(logits.float(), dim=1).gather(1, labels[:, None]).squeeze(1)
-    # log(1 - p) computed from log p without cancellation when p is close to 1.
-    return -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6)).mean()
+    z = logits.float()
+    # log(1 - p_y) = logsumexp of the other logits - logsumexp of all: exact, and unlike
+    # log1p(-p_y) its gradient survives when p_y rounds to 1 in float32 (a confident classifier,
+    # exactly the one the generator must learn to fool).
+    others = z.scatter(1, labels[:, None], float("-inf"))
+    return (torch.logsumexp(z, dim=1) - torch.logsumexp(others, dim=1)).mean()

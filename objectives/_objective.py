@@ -15,11 +15,29 @@ from advhpo.objectives._config import TrialConfig
 from advhpo.objectives._data import DatasetSplits
 from advhpo.objectives._device import tune_cpu_allocator
 from advhpo.objectives._ensemble import EnsembleTrainer, make_ensemble_trainer
-from advhpo.objectives._evaluate import evaluate
+from advhpo.objectives._evaluate import evaluate, vote_scores
 
 # (phase, done, total): phase "train" counts member-epochs, "eval" counts images.
 ProgressFn = Callable[[str, int, int], None]
-EpochFn = Callable[[int, EnsembleTrainer], None]
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What :func:`run_trial` tells its ``on_epoch`` hook after each epoch.
+
+    Attributes:
+        epoch: The epoch just trained (1-based, counting checkpointed ones).
+        train_seconds: Training time of this call so far (s), per-epoch validation excluded.
+        scores: ``{"epoch", "clean_acc", "fgsm_acc"}`` of the vote on ``cfg.epoch_eval``
+            validation images; ``None`` when ``cfg.epoch_eval`` is 0.
+    """
+
+    epoch: int
+    train_seconds: float
+    scores: dict[str, Any] | None
+
+
+EpochFn = Callable[[EpochEnd, EnsembleTrainer], None]
 
 
 @dataclass(frozen=True)
@@ -52,13 +70,15 @@ def run_trial(
         device: Where to train and evaluate.
         trainer: Members to continue (e.g. restored from a checkpoint); default fresh ones
             from :func:`make_ensemble_trainer`.
-        on_epoch: Called after every epoch with the epoch number and the trainer (for
-            checkpoints and early stopping; it may raise to stop the trial).
+        on_epoch: Called after every epoch with an :class:`EpochEnd` and the trainer, for
+            checkpoints and early stopping; it may raise to stop the trial.
         progress: Called as work advances.
 
     Returns:
-        The members and their metrics: those of :func:`evaluate` plus ``train_seconds``, ``epochs``
-        (per-member epoch records), ``n_train``, ``eval_split``, ``device``, ``host``,
+        The members and their metrics: those of :func:`evaluate` plus ``train_seconds`` (the
+        epochs run here, without per-epoch validation), ``epochs`` (per-member epoch records),
+        ``epoch_values`` (per-epoch validation scores of the epochs run here),
+        ``epoch_eval_seconds``, ``n_train``, ``eval_split``, ``device``, ``host``,
         ``torch_threads`` and ``config``.
 
     Raises:
@@ -71,15 +91,25 @@ def run_trial(
     eval_data = held_out.head(cfg.eval_subset)
     if trainer is None:
         trainer = make_ensemble_trainer(cfg, device)
+    epoch_data = held_out.head(cfg.epoch_eval) if cfg.epoch_eval else None
     total_work = cfg.epochs * cfg.ensemble
-    start = time.perf_counter()
+    epoch_values: list[dict[str, Any]] = []
+    train_seconds = epoch_eval_seconds = 0.0
     for epoch in range(trainer.epoch + 1, cfg.epochs + 1):
+        start = time.perf_counter()
         trainer.train_epoch(train)
+        train_seconds += time.perf_counter() - start
         if progress is not None:
             progress("train", epoch * cfg.ensemble, total_work)
+        scores = None
+        if epoch_data is not None:
+            start = time.perf_counter()
+            clean, adv = vote_scores(trainer.models(), epoch_data, cfg.eval_eps, device)
+            epoch_eval_seconds += time.perf_counter() - start
+            scores = {"epoch": epoch, "clean_acc": clean, "fgsm_acc": adv}
+            epoch_values.append(scores)
         if on_epoch is not None:
-            on_epoch(epoch, trainer)
-    train_seconds = time.perf_counter() - start
+            on_epoch(EpochEnd(epoch, train_seconds, scores), trainer)
     eval_progress = None
     if progress is not None:
         done = [0]
@@ -95,6 +125,8 @@ def run_trial(
             **metrics,
             "train_seconds": train_seconds,
             "epochs": trainer.history(),
+            "epoch_values": epoch_values,
+            "epoch_eval_seconds": epoch_eval_seconds,
             "n_train": len(train),
             "eval_split": cfg.eval_split,
             "device": str(device),

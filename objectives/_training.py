@@ -151,6 +151,10 @@ class MemberTrainer:
         """
         cfg, model = self.cfg, self.model
         model.train()
+        schedule = cfg.gen_ratio_schedule
+        if schedule:
+            # Stepped schedule: this epoch's ratio; epochs past the schedule keep the last one.
+            self.gen_ratio = schedule[min(self.epoch, len(schedule) - 1)]
         n, bs = len(train), cfg.batch_size
         order = torch.randperm(n, generator=self._order_rng).to(train.images.device)
         total = torch.zeros((), device=self.device)
@@ -224,8 +228,9 @@ class MemberTrainer:
         for _ in range(self.gen_ratio):
             with self._autocast():
                 loss = generator_loss(self.model(self.gen(x)), y)
-            # Only the generator's gradients: the classifier's .grad must stay untouched.
-            grads = torch.autograd.grad(-loss, params)
+            # The generator minimises its loss (drives p_y down). Only the generator's gradients
+            # are taken: the classifier's .grad must stay untouched.
+            grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
             self.gen_opt.step()
@@ -233,10 +238,12 @@ class MemberTrainer:
         return float(value)
 
     def _adapt_ratio(self, gen_loss: float) -> None:
-        """Adaptive schedule: one more generator step per cycle while its loss is too high.
+        """Adaptive schedule: one more generator step per window of too high generator loss.
 
-        A high generator loss means the classifier already resists the generator's images;
-        giving the generator more steps keeps the game balanced (the paper kept it < 0.6).
+        A window is ``_ADAPT_WINDOW`` classifier steps; its mean generator loss is compared with
+        ``cfg.gen_loss_threshold``. A high generator loss means the classifier already resists
+        the generator's images; giving the generator more steps keeps the game balanced (the
+        paper kept it < 0.6).
         """
         cfg = self.cfg
         if not cfg.gen_adaptive:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -34,6 +34,12 @@ def tiny_splits() -> DatasetSplits:
     )
 
 
+@pytest.fixture(scope="session")
+def make_images() -> Callable[..., ImageSet]:
+    """:func:`synthetic_images`, for module-scoped fixtures (tests cannot import this file)."""
+    return synthetic_images
+
+
 @pytest.fixture(autouse=True)
 def _single_thread() -> Iterator[None]:
     # Tiny tensors run faster single-threaded: intra-op threads only add overhead (100x on a
@@ -54,20 +60,24 @@ def real_data_dir() -> Path:
 
 
 POSTGRES_ENV = "ADVHPO_TEST_POSTGRES_URL"
+MYSQL_ENV = "ADVHPO_TEST_MYSQL_URL"
+SERVER_ENVS = {"postgresql": POSTGRES_ENV, "mysql": MYSQL_ENV}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A storage URL per backend; PostgreSQL comes from ``$ADVHPO_TEST_POSTGRES_URL``.
+    """A storage URL per backend; servers come from ``$ADVHPO_TEST_POSTGRES_URL`` and
+    ``$ADVHPO_TEST_MYSQL_URL``.
 
-    When the variable is set the server must be reachable: the tests fail rather than skip, so
-    a broken CI database is noticed.
+    When a variable is set its server must be reachable: the tests fail rather than skip, so a
+    broken CI database is noticed.
     """
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'studies' / 'advhpo.db'}"
-    url = os.environ.get(POSTGRES_ENV)
+    env = SERVER_ENVS[request.param]
+    url = os.environ.get(env)
     if not url:
-        pytest.skip(f"{POSTGRES_ENV} not set: PostgreSQL storage tests need a server")
+        pytest.skip(f"{env} not set: {request.param} storage tests need a server")
     return url
 
 
@@ -77,7 +87,7 @@ def study_name(storage_url: str) -> Iterator[str]:
     name = f"advhpo-test-{uuid.uuid4().hex}"
     yield name
     # A shared server keeps what tests leave behind; a SQLite file goes with tmp_path anyway.
-    if storage_url.startswith("postgresql"):
+    if not storage_url.startswith("sqlite"):
         storage = optuna.storages.RDBStorage(storage_url)
         try:
             with warnings.catch_warnings():

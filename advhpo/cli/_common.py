@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -42,6 +44,16 @@ def one_line_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+def folded_help(doc: str | None) -> str:
+    """A docstring as command help: paragraphs kept, line breaks inside them folded.
+
+    Typer prints the paragraphs after the first with their source line breaks, which breaks
+    them mid-sentence on any terminal narrower or wider than the source.
+    """
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
 def eps_option(value: float | None) -> float | None:
     """Typer callback: an L∞ radius must lie in [0, 1] (pixel units)."""
     if value is not None and not 0.0 <= value <= 1.0:
@@ -56,7 +68,32 @@ def positive_int(value: int | None) -> int | None:
     return value
 
 
+# Options shared by the commands that train and score outside a study (train, reproduce).
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Folder with MNIST/raw or cifar-10-batches-{bin,py} (env: ADVHPO_DATA_DIR)."),
+]
+OfflineOpt = Annotated[bool, typer.Option(help="Never download; fail if the data is absent.")]
+TrainSubsetOpt = Annotated[
+    int | None, typer.Option(callback=positive_int, help="Training images used (default: all).")
+]
+EvalSubsetOpt = Annotated[
+    int | None,
+    typer.Option(callback=positive_int, help="Evaluation images used (default: all)."),
+]
+PgdStepsOpt = Annotated[int, typer.Option(callback=positive_int, help="PGD iterations.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of member 0; member k uses seed + k.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object with every metric, nothing else.")
+]
+
+# Part of the CIFAR-10 test set was rebuilt from JPEGs (see the data README): scores are close
+# to, not exactly, those on the original images.
+CIFAR10_TEST_NOTE = "approximate: JPEG-derived test set"
+
 ProgressFn = Callable[[str, int, int], None]
+_PHASE_LABELS = {"train": "training (member-epochs)", "eval": "evaluating (images)"}
 
 
 def new_progress(*, transient: bool) -> Progress:
@@ -75,7 +112,11 @@ def new_progress(*, transient: bool) -> Progress:
 
 @contextmanager
 def progress_bar(enabled: bool) -> Iterator[ProgressFn | None]:
-    """A rich progress bar on stderr with one task per phase; yields ``None`` when disabled."""
+    """A rich progress bar on stderr with one task per phase; yields ``None`` when disabled.
+
+    Phases ``"train"`` and ``"eval"`` (those of ``run_trial``) get descriptive labels; any
+    other phase is its own label.
+    """
     if not enabled or not sys.stderr.isatty():
         yield None
         return
@@ -84,8 +125,7 @@ def progress_bar(enabled: bool) -> Iterator[ProgressFn | None]:
 
         def update(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
-                label = "training (member-epochs)" if phase == "train" else "evaluating (images)"
-                tasks[phase] = bar.add_task(label, total=total)
+                tasks[phase] = bar.add_task(_PHASE_LABELS.get(phase, phase), total=total)
             bar.update(tasks[phase], completed=done, total=total)  # type: ignore[arg-type]
 
         yield update

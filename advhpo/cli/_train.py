@@ -9,7 +9,21 @@ from typing import Annotated, Any
 
 import typer
 
-from advhpo.cli._common import eps_option, one_line_errors, positive_int, progress_bar
+from advhpo.cli._common import (
+    CIFAR10_TEST_NOTE,
+    DataDirOpt,
+    DeviceOpt,
+    EvalSubsetOpt,
+    JsonOpt,
+    OfflineOpt,
+    PgdStepsOpt,
+    SeedOpt,
+    TrainSubsetOpt,
+    eps_option,
+    one_line_errors,
+    positive_int,
+    progress_bar,
+)
 
 
 class DatasetName(enum.StrEnum):
@@ -39,15 +53,8 @@ def train(
         DatasetName | None,
         typer.Option(help="Dataset; defaults to the preset's (mnist without a preset)."),
     ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Folder with MNIST/raw or cifar-10-batches-{bin,py} [env: ADVHPO_DATA_DIR]."
-        ),
-    ] = None,
-    offline: Annotated[
-        bool, typer.Option(help="Never download; fail if the data is absent.")
-    ] = False,
+    data_dir: DataDirOpt = None,
+    offline: OfflineOpt = False,
     preset: Annotated[
         Preset | None, typer.Option(help="A thesis network (default: the dataset's one).")
     ] = None,
@@ -72,9 +79,7 @@ def train(
     batch_size: Annotated[
         int, typer.Option(callback=positive_int, help="Images per SGD step.")
     ] = 128,
-    train_subset: Annotated[
-        int | None, typer.Option(callback=positive_int, help="Training images used (default: all).")
-    ] = None,
+    train_subset: TrainSubsetOpt = None,
     adv_method: Annotated[
         AdvMethod, typer.Option(help="Adversarial training method.")
     ] = AdvMethod.none,
@@ -106,19 +111,14 @@ def train(
     eval_split: Annotated[
         Split, typer.Option(help="Score on the validation split or the test set.")
     ] = Split.val,
-    eval_subset: Annotated[
-        int | None,
-        typer.Option(callback=positive_int, help="Evaluation images used (default: all)."),
-    ] = None,
-    pgd_steps: Annotated[int, typer.Option(callback=positive_int, help="PGD iterations.")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed of member 0; member k uses seed + k.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    eval_subset: EvalSubsetOpt = None,
+    pgd_steps: PgdStepsOpt = 10,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
     save: Annotated[
         Path | None, typer.Option(help="Write the ensemble (weights + config.json) to this folder.")
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object with every metric, nothing else.")
-    ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train and evaluate one configuration (an ensemble) outside any study."""
     with one_line_errors():
@@ -199,7 +199,7 @@ def _print_summary(result: dict[str, Any], save: Path | None) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     split = result["eval_split"] + (
-        " (approximate: JPEG-derived test set)"
+        f" ({CIFAR10_TEST_NOTE})"
         if cfg["dataset"] == "cifar10" and result["eval_split"] == "test"
         else ""
     )

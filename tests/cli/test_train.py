@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from advhpo.cli import main
 from advhpo.objectives import load_ensemble, load_splits
 
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
+CliRun = Callable[[list[str]], tuple[int, str, str]]
 
 
 @pytest.mark.parametrize(
@@ -32,26 +27,23 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(
-    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+    argv: list[str], needle: str, usage_error: Callable[[list[str]], str]
 ) -> None:
-    code, out, err = _run(argv, capsys)
-    assert code == 2
-    assert out == ""
-    assert err.count("\n") == 1 and err.startswith("error:") and needle in err
+    assert needle in usage_error(argv)
 
 
 def test_missing_data_offline_fails_in_one_line_and_writes_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, run_cli: CliRun
 ) -> None:
     save = tmp_path / "ens"
     argv = ["train", "--data-dir", str(tmp_path), "--offline", "--save", str(save)]
-    code, _, err = _run(argv, capsys)
+    code, _, err = run_cli(argv)
     assert code == 1
     assert err.count("\n") == 1 and "offline" in err
     assert not save.exists()
 
 
-def test_corrupt_data_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_data_file_is_named(tmp_path: Path, run_cli: CliRun) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for stem in (
@@ -61,15 +53,15 @@ def test_corrupt_data_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixtur
         "t10k-labels-idx1-ubyte",
     ):
         (raw / f"{stem}.gz").write_bytes(b"\x1f\x8b garbage")
-    code, _, err = _run(["train", "--data-dir", str(tmp_path), "--offline"], capsys)
+    code, _, err = run_cli(["train", "--data-dir", str(tmp_path), "--offline"])
     assert code == 1
     assert err.count("\n") == 1 and "idx" in err and ".gz" in err
 
 
-def test_unavailable_device_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unavailable_device_is_one_line(run_cli: CliRun) -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    code, _, err = _run(["train", "--device", "cuda"], capsys)
+    code, _, err = run_cli(["train", "--device", "cuda"])
     assert code == 1 and "CUDA is not available" in err
 
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from advhpo._errors import ConfigError
 from advhpo.objectives import NetConfig, make_net, thesis_mnist
-from advhpo.objectives._attacks import fgsm, fgsm_rs, pgd
+from advhpo.objectives._attacks import fgsm, fgsm_rs, fgsm_sweep, pgd
 
 Attack = Callable[[nn.Module, Tensor, Tensor, float], Tensor]
 
@@ -309,3 +309,25 @@ def test_attacks_raise_the_loss_of_a_random_net(eps: float) -> None:
     assert (loss_fgsm - clean).mean() > 10 * gain_noise
     # Ten projected steps find at least what one step finds.
     assert loss_pgd.mean() >= loss_fgsm.mean()
+
+
+def test_fgsm_sweep_matches_torchattacks_at_every_radius_with_one_gradient() -> None:
+    cfg = _tiny("mnist")
+    model = Spy(_net(cfg))
+    x, y = _batch(cfg)
+    radii = [0.0, *EPSILONS]
+    swept = dict(fgsm_sweep(model, x, y, radii))
+    assert len(model.modes) == 1  # one forward (and backward) pass for all radii
+    assert list(swept) == radii
+    assert torch.equal(swept[0.0], x)
+    for eps in EPSILONS:
+        assert torch.equal(swept[eps], torchattacks.FGSM(model.net, eps=eps)(x, y))
+
+
+def test_fgsm_sweep_checks_every_radius_before_attacking() -> None:
+    cfg = _tiny("mnist")
+    model = Spy(_net(cfg))
+    x, y = _batch(cfg)
+    with pytest.raises(ConfigError):
+        list(fgsm_sweep(model, x, y, [0.1, 1.5]))
+    assert model.modes == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -60,6 +62,8 @@ def test_forward_flops_of_the_thesis_mnist_net() -> None:
         ({"ensemble": 0}, "ensemble must be >= 1"),
         ({"eval_split": "train"}, "unknown eval_split"),
         ({"val_fraction": 0.5}, "val_fraction"),
+        ({"gen_ratio_schedule": (6, 0)}, "gen_ratio_schedule must hold ratios >= 1"),
+        ({"gen_ratio_schedule": (6, 8), "gen_adaptive": True}, "exclude each other"),
     ],
 )
 def test_bad_values_are_config_errors(changes: dict[str, object], message: str) -> None:
@@ -88,6 +92,17 @@ def test_config_round_trips_through_a_dict() -> None:
         eps_grid=(0.0, 0.01),
     )
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_a_ratio_schedule_round_trips_through_json() -> None:
+    cfg = TrialConfig(
+        dataset="mnist",
+        net=thesis_mnist(),
+        adv_method="generator",
+        adv_eps=0.3,
+        gen_ratio_schedule=(6, 8, 12),
+    )
+    assert TrialConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
 def test_from_dict_rejects_unknown_keys() -> None:

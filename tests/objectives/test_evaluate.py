@@ -14,6 +14,7 @@ from advhpo.objectives import (
     TrialConfig,
     evaluate,
     vote,
+    vote_scores,
 )
 
 CPU = torch.device("cpu")
@@ -96,3 +97,14 @@ def test_evaluate_leaves_members_in_eval_mode_and_is_repeatable(
     assert not any(m.training for m in members)
     for key in ("clean_acc", "fgsm_acc", "pgd_acc", "transfer_acc"):
         assert a[key] == b[key]
+
+
+def test_vote_scores_agree_with_evaluate(
+    tiny_splits: DatasetSplits, trained: tuple[TrialConfig, list[nn.Module]]
+) -> None:
+    cfg, members = trained
+    full = evaluate(members, tiny_splits.val, cfg, CPU)
+    assert vote_scores(members, tiny_splits.val, cfg.eval_eps, CPU) == (
+        full["clean_acc"],
+        full["fgsm_acc"],
+    )

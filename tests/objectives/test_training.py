@@ -99,3 +99,28 @@ def test_fixed_generator_ratio_stays(tiny_splits: DatasetSplits) -> None:
     cfg = _cfg(adv_method="generator", adv_eps=0.1, gen_ratio=4)
     t = MemberTrainer(cfg, 0, CPU)
     assert t.train_epoch(tiny_splits.train)["gen_ratio"] == 4
+
+
+def test_a_stepped_ratio_schedule_sets_each_epochs_ratio(tiny_splits: DatasetSplits) -> None:
+    cfg = _cfg(adv_method="generator", adv_eps=0.1, gen_ratio_schedule=(2, 3))
+    t = MemberTrainer(cfg, 0, CPU)
+    ratios = [t.train_epoch(tiny_splits.train.head(32))["gen_ratio"] for _ in range(3)]
+    assert ratios == [2, 3, 3]  # epochs past the schedule keep its last ratio
+
+
+def test_generator_updates_lower_the_generator_loss(tiny_splits: DatasetSplits) -> None:
+    # The classifier barely moves (lr 1e-12) and has no dropout, and each epoch is one batch of
+    # the same images: only the generator changes what the loss sees, so the loss must fall.
+    net = NetConfig(dataset="mnist", blocks=((8,),), dense=(32,), conv_dropout=0, dense_dropout=0)
+    cfg = TrialConfig(
+        dataset="mnist",
+        net=net,
+        lr=1e-12,
+        batch_size=128,
+        adv_method="generator",
+        adv_eps=0.3,
+        gen_ratio=4,
+    )
+    t = MemberTrainer(cfg, 0, CPU)
+    losses = [t.train_epoch(tiny_splits.train)["gen_loss"] for _ in range(3)]
+    assert losses[2] < losses[1] < losses[0]
