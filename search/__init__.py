@@ -4,6 +4,15 @@ from __future__ import annotations
 
 # The thesis radius is an objectives fact; re-exported for the search CLI's convenience.
 from advhpo.objectives._config import default_eval_eps
+from advhpo.search._baselines import baseline_params, enqueue_baselines
+from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts, spends_budget
+from advhpo.search._early_stop import (
+    EPOCH_VALUES_ATTR,
+    EarlyStopRule,
+    dominates,
+    epoch_point,
+    reference_points,
+)
 from advhpo.search._export import export_text, trial_rows
 from advhpo.search._front import (
     MASKING_GAP,
@@ -21,6 +30,12 @@ from advhpo.search._launch import (
     place_workers,
     run_workers,
 )
+from advhpo.search._sampler_state import (
+    capture_sampler_state,
+    load_sampler_state,
+    restore_sampler_state,
+    save_sampler_state,
+)
 from advhpo.search._settings import (
     DIRECTIONS,
     OBJECTIVES,
@@ -30,35 +45,64 @@ from advhpo.search._settings import (
     settings_dict,
     stored_settings,
 )
-from advhpo.search._space import DEFAULT_SPACE, load_space_file, resolve_space, suggest_config
-from advhpo.search._worker import WorkerSpec, fail_stale_trials, worker_main
+from advhpo.search._space import (
+    BASELINE_ATTR,
+    DEFAULT_SPACE,
+    load_space_file,
+    resolve_space,
+    suggest_config,
+)
+from advhpo.search._worker import (
+    WorkerSpec,
+    fail_stale_trials,
+    host_name,
+    make_sampler,
+    worker_main,
+)
 
 __all__ = [
+    "BASELINE_ATTR",
     "DEFAULT_SPACE",
     "DIRECTIONS",
+    "EARLY_STOP_ATTR",
+    "EPOCH_VALUES_ATTR",
     "MASKING_GAP",
     "OBJECTIVES",
     "SAMPLERS",
+    "EarlyStopRule",
     "Placement",
     "RunOptions",
     "StudySettings",
     "WorkerSpec",
+    "baseline_params",
+    "budget_counts",
+    "capture_sampler_state",
     "check_compatible",
     "completed",
     "create_or_check_study",
     "default_eval_eps",
+    "dominates",
+    "enqueue_baselines",
+    "epoch_point",
     "export_text",
     "fail_stale_trials",
     "format_params",
     "front",
     "front_points",
+    "host_name",
     "hypervolume",
+    "load_sampler_state",
     "load_space_file",
+    "make_sampler",
     "masking_flag",
     "place_workers",
+    "reference_points",
     "resolve_space",
+    "restore_sampler_state",
     "run_workers",
+    "save_sampler_state",
     "settings_dict",
+    "spends_budget",
     "stored_settings",
     "suggest_config",
     "trial_rows",

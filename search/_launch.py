@@ -13,9 +13,12 @@ from dataclasses import dataclass
 
 import optuna
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from advhpo._errors import ConfigError
-from advhpo.search._front import completed, format_params, front_points, hypervolume
+from advhpo.search._baselines import enqueue_baselines
+from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts
+from advhpo.search._front import format_params, front_points, hypervolume
 from advhpo.search._settings import (
     SETTINGS_ATTR,
     StudySettings,
@@ -27,12 +30,23 @@ _POLL_SECONDS = 1.0
 
 
 def create_or_check_study(
-    name: str, storage: optuna.storages.BaseStorage, settings: StudySettings
+    name: str,
+    storage: optuna.storages.BaseStorage,
+    settings: StudySettings,
+    *,
+    baselines: bool = False,
 ) -> optuna.Study:
     """Create the study with ``settings``, or check an existing one has the same settings.
 
+    Args:
+        name: Study name.
+        storage: Its storage.
+        settings: The settings it must have.
+        baselines: Enqueue the thesis baselines the study lacks. Default False.
+
     Raises:
-        ConfigError: The study exists with other settings or other objectives.
+        ConfigError: The study exists with other settings or other objectives, or
+            ``baselines`` asks for values outside its space.
     """
     study = optuna.create_study(
         study_name=name, storage=storage, directions=settings.directions(), load_if_exists=True
@@ -50,6 +64,8 @@ def create_or_check_study(
             study.set_metric_names(list(settings.objectives()))
         study.set_user_attr(SETTINGS_ATTR, settings.to_json())
     check_compatible(study, settings)
+    if baselines:
+        enqueue_baselines(study, settings)
     return study
 
 
@@ -126,8 +142,12 @@ def run_workers(
     *,
     log: LineFn,
     status: StatusFn,
-) -> int:
-    """Start the workers, report progress until they exit, and return how many failed.
+) -> dict[int, int]:
+    """Start the workers, report progress until they exit, and return the failed ones.
+
+    Returns:
+        Exit code by worker index, for the workers that did not exit with 0 (a negative code
+        is the signal that killed the worker).
 
     Ctrl-C (SIGINT) or SIGTERM is passed on to the workers, which stop after checkpointing;
     a second one kills them at once.
@@ -170,15 +190,15 @@ def run_workers(
     seen: set[int] = set()
     try:
         while any(p.is_alive() for p in procs):
-            _report(study, budget, seen, log, status)
+            _poll(study, budget, seen, log, status)
             time.sleep(_POLL_SECONDS)
-        _report(study, budget, seen, log, status)
+        _poll(study, budget, seen, log, status)
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         for p in procs:
             p.join()
-    return sum(p.exitcode != 0 for p in procs)
+    return {i: int(p.exitcode or 0) for i, p in enumerate(procs) if p.exitcode != 0}
 
 
 @contextlib.contextmanager
@@ -203,6 +223,12 @@ def _worker_entry(spec: WorkerSpec) -> None:
     raise SystemExit(worker_main(spec))
 
 
+def _poll(study: optuna.Study, budget: int, seen: set[int], log: LineFn, status: StatusFn) -> None:
+    """One progress update; skipped while the database is unreachable (the workers wait)."""
+    with contextlib.suppress(optuna.exceptions.StorageInternalError, SQLAlchemyError):
+        _report(study, budget, seen, log, status)
+
+
 def _report(
     study: optuna.Study, budget: int, seen: set[int], log: LineFn, status: StatusFn
 ) -> None:
@@ -214,12 +240,20 @@ def _report(
         if t.state == TrialState.COMPLETE and t.values is not None:
             pgd = t.user_attrs.get("pgd_acc")
             resumed = t.user_attrs.get("resumed_from_epoch")
+            # Trials added by other tools (e.g. Optuna's own add_trial) lack our attributes.
             log(
                 f"trial {t.number} done: clean {t.values[0]:.4f}  fgsm {t.values[1]:.4f}  "
-                f"pgd {pgd:.4f}  {format_params(t.params)}"
+                + (f"pgd {pgd:.4f}  " if pgd is not None else "")
+                + format_params(t.params)
                 + (f"  (resumed from epoch {resumed})" if resumed else "")
             )
         elif t.state == TrialState.FAIL:
             log(f"trial {t.number} failed: {t.user_attrs.get('fail_reason', 'unknown reason')}")
+        elif t.state == TrialState.PRUNED and EARLY_STOP_ATTR in t.user_attrs:
+            share = t.user_attrs.get("early_stop_share", 0.0)
+            log(
+                f"trial {t.number} stopped early after epoch {t.user_attrs[EARLY_STOP_ATTR]}: "
+                f"dominated by {share:.0%} of the completed trials  {format_params(t.params)}"
+            )
     points = front_points(study)
-    status(len(completed(study)), budget, len(points), hypervolume(points))
+    status(budget_counts(study)[0], budget, len(points), hypervolume(points))

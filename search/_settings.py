@@ -16,7 +16,7 @@ SETTINGS_ATTR = "advhpo_settings"
 OBJECTIVES = ("clean_acc", "fgsm_acc")
 DIRECTIONS: tuple[Literal["maximize"], Literal["maximize"]] = ("maximize", "maximize")
 COST_OBJECTIVE = "train_seconds"  # the optional third objective, minimised
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 
 @dataclass(frozen=True)
@@ -25,15 +25,21 @@ class StudySettings:
 
     Attributes:
         dataset: ``"mnist"`` or ``"cifar10"``.
-        budget: COMPLETE trials wanted across all workers and hosts.
+        budget: Trials wanted across all workers and hosts: COMPLETE ones, plus those stopped
+            early by ``early_stop``.
         eval_eps: L∞ radius of the FGSM objective (pixel units; default per dataset).
         epochs: Training epochs per trial (fidelity). Default 2.
         train_subset: Training images per trial (fidelity; ``None``: all). Default 6,000.
         eval_subset: Validation images scored per trial (``None``: all). Default 1,000.
         seed: Base seed: trial ``n`` trains from ``seed + 1000 * n``. Default 0.
-        sampler: ``"tpe"``, ``"nsga2"`` or ``"random"``. Default ``"tpe"``.
+        sampler: ``"tpe"``, ``"nsga2"``, ``"gp"`` or ``"random"``. Default ``"tpe"``.
         space: Overrides of the default search space (see ``--space``); ``None``: defaults.
         cost: Add training seconds as a third objective, minimised. Default False.
+        epoch_eval: Validation images scored (clean and FGSM) after every epoch, for learning
+            curves and early stopping; 0: none. Default 500.
+        early_stop: Stop a trial after an epoch when at least this share of the completed
+            trials' points at that epoch dominate its point, in (0, 1]; ``None``: never.
+        early_stop_min_trials: Completed trials needed before any early stop. Default 5.
     """
 
     dataset: str
@@ -46,6 +52,9 @@ class StudySettings:
     sampler: str = "tpe"
     space: dict[str, dict[str, Any]] | None = None
     cost: bool = False
+    epoch_eval: int = 500
+    early_stop: float | None = None
+    early_stop_min_trials: int = 5
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
@@ -53,6 +62,13 @@ class StudySettings:
         check_eps("eval_eps", self.eval_eps)
         if self.budget < 1 or self.epochs < 1:
             raise ConfigError("budget and epochs must be >= 1")
+        if self.epoch_eval < 0 or self.early_stop_min_trials < 1:
+            raise ConfigError("epoch_eval must be >= 0 and early_stop_min_trials >= 1")
+        if self.early_stop is not None:
+            if not 0.0 < self.early_stop <= 1.0:
+                raise ConfigError(f"early_stop must be in (0, 1], got {self.early_stop}")
+            if self.epoch_eval == 0:
+                raise ConfigError("early_stop needs per-epoch validation (epoch_eval > 0)")
         from advhpo.search._space import resolve_space  # the space module imports this one
 
         resolve_space(self.dataset, self.space)

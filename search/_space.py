@@ -9,9 +9,11 @@ from typing import Any
 import optuna
 
 from advhpo._errors import ConfigError
-from advhpo.objectives._config import TrialConfig, eps_curve_grid, family_net
+from advhpo.objectives._config import PRESETS, NetConfig, TrialConfig, eps_curve_grid, family_net
 from advhpo.search._settings import StudySettings
 from advhpo.storage import original_trial_number
+
+BASELINE_ATTR = "baseline"  # user attribute naming the thesis preset a baseline trial trains
 
 # A parameter is {"low", "high"[, "log"]} (int or float by the bounds' type) or {"choices"}.
 ParamSpec = dict[str, Any]
@@ -77,11 +79,20 @@ def _suggest(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
     return trial.suggest_float(name, spec["low"], spec["high"], log=spec.get("log", False))
 
 
+def baseline_net(trial: optuna.Trial) -> NetConfig | None:
+    """The preset net of a thesis baseline trial; ``None`` for a searched trial."""
+    name = trial.user_attrs.get(BASELINE_ATTR)
+    if name is None:
+        return None
+    return PRESETS[str(name).removesuffix("-fgsm")]()
+
+
 def suggest_config(trial: optuna.Trial, settings: StudySettings) -> TrialConfig:
     """Sample a trial's hyperparameters from the study's space and build its config.
 
     ``adv_eps`` is sampled only when ``adv_method`` is not ``"none"``. The trial's seed is
-    derived from its original number, so a retried trial trains the same members.
+    derived from its original number, so a retried trial trains the same members. A thesis
+    baseline trial (see :func:`enqueue_baselines`) trains the thesis net.
     """
     space = resolve_space(settings.dataset, settings.space)
     values = {
@@ -89,9 +100,12 @@ def suggest_config(trial: optuna.Trial, settings: StudySettings) -> TrialConfig:
     }
     adv_method = str(values["adv_method"])
     adv_eps = 0.0 if adv_method == "none" else float(_suggest(trial, "adv_eps", space["adv_eps"]))
+    net = baseline_net(trial) or family_net(
+        settings.dataset, int(values["layers"]), float(values["dropout"])
+    )
     return TrialConfig(
         dataset=settings.dataset,
-        net=family_net(settings.dataset, int(values["layers"]), float(values["dropout"])),
+        net=net,
         lr=float(values["lr"]),
         weight_decay=float(values["weight_decay"]),
         epochs=settings.epochs,
@@ -103,5 +117,6 @@ def suggest_config(trial: optuna.Trial, settings: StudySettings) -> TrialConfig:
         eval_eps=settings.eval_eps,
         eval_split="val",
         eval_subset=settings.eval_subset,
+        epoch_eval=settings.epoch_eval,
         eps_grid=eps_curve_grid(settings.eval_eps),
     )

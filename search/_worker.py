@@ -7,21 +7,26 @@ import platform
 import signal
 import time
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from advhpo._errors import AdvhpoError
 
 if TYPE_CHECKING:  # torch is imported in the worker process only, after GPU pinning
     import torch
 
-    from advhpo.objectives import DatasetSplits, EnsembleTrainer
+    from advhpo.objectives import DatasetSplits, EnsembleTrainer, EpochEnd
     from advhpo.storage import CheckpointStore
+from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts, spends_budget
+from advhpo.search._early_stop import EPOCH_VALUES_ATTR, EarlyStopRule, reference_points
+from advhpo.search._sampler_state import load_sampler_state, save_sampler_state
 from advhpo.search._settings import StudySettings, stored_settings
 from advhpo.search._space import suggest_config
 from advhpo.storage import original_trial_number
@@ -71,13 +76,19 @@ class WorkerSpec:
 def make_sampler(settings: StudySettings, worker_id: int) -> optuna.samplers.BaseSampler:
     """The study's sampler for one worker.
 
-    Parallel workers share the study's history but not their random streams: the seed mixes
-    the study seed, the worker index and the start time, so neither two workers of one run nor
-    a worker of a later ``resume`` replays another's random proposals.
+    The seed derives from the study seed, this host's name and the worker index: a study is
+    reproducible with one worker, and parallel workers (on this host or others) do not replay
+    each other's proposals. A resumed worker then continues its slot's stored stream (see
+    :func:`load_sampler_state`) instead of starting this seed's stream again.
     """
-    seed = settings.seed * 7919 + worker_id + int(time.time_ns() % 1_000_003)
+    seed = zlib.crc32(f"{settings.seed}:{host_name()}:{worker_id}".encode())
     if settings.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
+    if settings.sampler == "gp":
+        with warnings.catch_warnings():
+            # Multi-objective GP is experimental in Optuna; chosen knowingly by --sampler gp.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.GPSampler(seed=seed)
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar: running trials count as bad guesses, so workers spread out.
@@ -108,7 +119,7 @@ def worker_main(spec: WorkerSpec) -> int:
 
     Returns:
         0 when the budget is met, the deadline passed or a stop was requested; 1 on a setup
-        error (printed as one line).
+        error or a storage outage longer than the retries (printed as one line).
     """
     if spec.cuda_visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible  # before torch sees the GPUs
@@ -117,6 +128,11 @@ def worker_main(spec: WorkerSpec) -> int:
         return _work(spec, stop)
     except AdvhpoError as e:
         print(f"worker {spec.worker_id}: error: {e}", flush=True)
+        return 1
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as e:
+        # An outage longer than the storage's retries: exit non-zero so a supervisor (the
+        # compose restart policy, systemd) starts the worker again; its trial is retried.
+        print(f"worker {spec.worker_id}: error: storage failed: {one_line(e.__cause__ or e)}")
         return 1
 
 
@@ -128,18 +144,20 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
 
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs every failed trial with its traceback at WARNING; the launcher prints one
+    # line per failure from the trial's fail_reason instead, and an interrupted trial is no
+    # failure to show at all.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(
         spec.storage_url,
         heartbeat_interval=spec.heartbeat_interval,
         grace_period=spec.grace_period,
     )
     settings = stored_settings(optuna.load_study(study_name=spec.study_name, storage=storage))
-    study = optuna.load_study(
-        study_name=spec.study_name,
-        storage=storage,
-        sampler=make_sampler(settings, spec.worker_id),
-    )
+    sampler = make_sampler(settings, spec.worker_id)
+    study_id = storage.get_study_id_from_name(spec.study_name)
+    load_sampler_state(storage, study_id, host_name(), spec.worker_id, sampler)
+    study = optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler)
     splits = load_splits(settings.dataset, spec.data_dir, offline=spec.offline)
     device = resolve_device(spec.device)
     objective = _Objective(
@@ -155,13 +173,14 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
 
     while not stop.requested:
         fail_stale_trials(study)
-        done, running = _counts(study)
+        done, running = budget_counts(study)
         if done >= settings.budget or (spec.deadline and time.time() > spec.deadline):
             break
         if done + running >= settings.budget:
             time.sleep(_POLL_SECONDS)  # wait: a running trial may still fail and free budget
             continue
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[requeue_interrupted])
+        save_sampler_state(storage, study_id, host_name(), spec.worker_id, sampler)
     return 0
 
 
@@ -173,10 +192,12 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _counts(study: optuna.Study) -> tuple[int, int]:
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-    done = sum(t.state == TrialState.COMPLETE for t in trials)
-    return done, len(trials) - done
+def host_name() -> str:
+    """This host's name in trial records: ``$ADVHPO_HOST`` if set, else the machine's name.
+
+    Containers get random hostnames; a deployment names its hosts so records stay readable.
+    """
+    return os.environ.get("ADVHPO_HOST") or platform.node()
 
 
 def one_line(e: BaseException) -> str:
@@ -198,13 +219,18 @@ class _Objective:
     ) -> None:
         self.spec, self.settings, self.splits = spec, settings, splits
         self.device, self.store, self.stop = device, store, stop
+        self.early_stop = (
+            None
+            if settings.early_stop is None
+            else EarlyStopRule(settings.early_stop, settings.early_stop_min_trials)
+        )
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         from advhpo.objectives import make_ensemble_trainer, run_trial
 
         self._claim_budget(trial)
         trial.set_user_attr("interrupted", False)
-        trial.set_user_attr("host", platform.node())
+        trial.set_user_attr("host", host_name())
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("worker_pid", os.getpid())
         try:
@@ -214,22 +240,29 @@ class _Objective:
             saved = self.store.load(self.spec.study_name, key)
             # Training seconds of earlier attempts, so a resumed trial's cost is its full cost.
             prior_seconds = 0.0
+            epoch_values: list[dict[str, Any]] = []
             if saved is not None and saved[1].get("config") == cfg.to_dict():
                 trainer.load_state_dict(saved[1]["trainer"])
                 prior_seconds = float(saved[1].get("train_seconds", 0.0))
+                epoch_values = list(saved[1].get("epoch_values", []))
                 trial.set_user_attr("resumed_from_epoch", saved[0])
-            start = time.perf_counter()
 
-            def on_epoch(epoch: int, trainer: EnsembleTrainer) -> None:
+            def on_epoch(end: EpochEnd, trainer: EnsembleTrainer) -> None:
+                if end.scores is not None:
+                    epoch_values.append(end.scores)
                 state = {
                     "config": cfg.to_dict(),
                     "trainer": trainer.state_dict(),
-                    "train_seconds": prior_seconds + time.perf_counter() - start,
+                    "train_seconds": prior_seconds + end.train_seconds,
+                    "epoch_values": epoch_values,
                 }
-                self.store.save(self.spec.study_name, key, epoch, state)
+                self.store.save(self.spec.study_name, key, end.epoch, state)
                 trial.set_user_attr("epoch_history", trainer.history())
+                trial.set_user_attr(EPOCH_VALUES_ATTR, epoch_values)
+                if end.scores is not None:
+                    self._maybe_stop_early(trial, end.epoch, end.scores)
                 if self.stop.requested:
-                    raise Interrupted(f"stopped after the checkpoint of epoch {epoch}")
+                    raise Interrupted(f"stopped after the checkpoint of epoch {end.epoch}")
 
             def progress(phase: str, done: int, total: int) -> None:
                 if self.stop.requested and phase == "eval":
@@ -243,12 +276,15 @@ class _Objective:
                 on_epoch=on_epoch,
                 progress=progress,
             ).metrics
+        except optuna.TrialPruned:
+            raise
         except Exception as e:
             trial.set_user_attr("fail_reason", one_line(e))
             trial.set_user_attr("interrupted", isinstance(e, Interrupted))
             raise
         train_seconds = prior_seconds + m["train_seconds"]
         trial.set_user_attr("train_seconds", train_seconds)
+        trial.set_user_attr("epoch_eval_seconds", m["epoch_eval_seconds"])
         for name in (
             "pgd_acc",
             "transfer_acc",
@@ -266,18 +302,31 @@ class _Objective:
             return m["clean_acc"], m["fgsm_acc"], train_seconds
         return m["clean_acc"], m["fgsm_acc"]
 
+    def _maybe_stop_early(self, trial: optuna.Trial, epoch: int, scores: dict[str, Any]) -> None:
+        """Prune the trial if enough completed trials dominated its point at this epoch."""
+        if self.early_stop is None:
+            return
+        done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        reference = reference_points(done, epoch)
+        point = (float(scores["clean_acc"]), float(scores["fgsm_acc"]))
+        if self.early_stop.should_stop(point, reference):
+            share = self.early_stop.share_dominating(point, reference)
+            trial.set_user_attr(EARLY_STOP_ATTR, epoch)
+            trial.set_user_attr("early_stop_share", share)
+            raise optuna.TrialPruned(
+                f"epoch {epoch}: dominated by {share:.0%} of {len(reference)} completed trials"
+            )
+
     def _claim_budget(self, trial: optuna.Trial) -> None:
         """Prune this trial if earlier trials already cover the budget (no overshoot).
 
         Two workers may ask for a trial at the same moment; the one with the higher number
-        steps back, so the study never holds more than ``budget`` COMPLETE trials.
+        steps back, so the study never holds more than ``budget`` trials that spend it.
         """
         ahead = [
             t
-            for t in trial.study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)
-            )
-            if t.number < trial.number
+            for t in trial.study.get_trials(deepcopy=False)
+            if t.number < trial.number and (t.state == TrialState.RUNNING or spends_budget(t))
         ]
         if len(ahead) >= self.settings.budget:
             trial.set_user_attr("skipped", "budget already taken by other trials")

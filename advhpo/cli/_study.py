@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 StorageOpt = Annotated[
     str | None,
-    typer.Option(help="SQLAlchemy URL [env: ADVHPO_STORAGE; default sqlite:///advhpo.db]."),
+    typer.Option(help="SQLAlchemy URL (env: ADVHPO_STORAGE; default sqlite:///advhpo.db)."),
 ]
 WorkersOpt = Annotated[
     int | None,
@@ -34,7 +34,7 @@ WorkersOpt = Annotated[
 ]
 DevicesOpt = Annotated[str, typer.Option(help="auto, cpu, or cuda:0,cuda:1,…")]
 PerGpuOpt = Annotated[int, typer.Option(callback=positive_int, help="Workers sharing one GPU.")]
-DataDirOpt = Annotated[Path | None, typer.Option(help="Dataset folder [env: ADVHPO_DATA_DIR].")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Dataset folder (env: ADVHPO_DATA_DIR).")]
 OfflineOpt = Annotated[bool, typer.Option(help="Never download datasets.")]
 ArtifactsOpt = Annotated[
     Path | None, typer.Option(help="Checkpoint folder (default: beside the SQLite file).")
@@ -75,7 +75,9 @@ def run(
         float | None,
         typer.Option(callback=eps_option, help="FGSM objective radius (0.3 MNIST, 0.05 CIFAR)."),
     ] = None,
-    sampler: Annotated[str, typer.Option(help="tpe, nsga2 or random.")] = "tpe",
+    sampler: Annotated[
+        str, typer.Option(help="tpe, nsga2, gp or random (see docs/results.md for the choice).")
+    ] = "tpe",
     space: Annotated[
         Path | None, typer.Option(help="TOML file overriding parts of the search space.")
     ] = None,
@@ -83,12 +85,44 @@ def run(
     cost: Annotated[
         bool, typer.Option(help="Also minimise training seconds (a third objective).")
     ] = False,
+    epoch_eval: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Validation images scored (clean, FGSM) after every epoch; 0: none."
+        ),
+    ] = 500,
+    early_stop: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Stop a trial after an epoch when this share of the completed trials' points "
+            "at that epoch dominate its own (e.g. 0.5); stopped trials count against --trials.",
+        ),
+    ] = None,
+    early_stop_min_trials: Annotated[
+        int,
+        typer.Option(callback=positive_int, help="Completed trials needed before any stop."),
+    ] = 5,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            help="Enqueue the thesis net, undefended and FGSM-trained, as the first trials."
+        ),
+    ] = False,
     data_dir: DataDirOpt = None,
     offline: OfflineOpt = False,
     artifacts: ArtifactsOpt = None,
     timeout: TimeoutOpt = None,
     grace_period: GraceOpt = 60,
     quiet: QuietOpt = False,
+    create_only: Annotated[
+        bool,
+        typer.Option(
+            help="Create (or check) the study and exit: the one-time init step of a "
+            "multi-host deployment, whose workers then join with `advhpo resume`."
+        ),
+    ] = False,
 ) -> None:
     """Create the study if absent and run workers until it has TRIALS complete trials."""
     with one_line_errors():
@@ -105,6 +139,9 @@ def run(
             sampler=sampler,
             space=None if space is None else load_space_file(space),
             cost=cost,
+            epoch_eval=epoch_eval,
+            early_stop=early_stop,
+            early_stop_min_trials=early_stop_min_trials,
         )
         _run(
             name,
@@ -120,6 +157,8 @@ def run(
             timeout=timeout,
             grace_period=grace_period,
             quiet=quiet,
+            create_only=create_only,
+            baselines=baselines,
         )
 
 
@@ -141,12 +180,14 @@ def resume(
         from advhpo.search import fail_stale_trials, stored_settings
         from advhpo.storage import open_storage
 
-        study = _load(name, open_storage(storage, create=False, **_heartbeat(grace_period)))
+        rdb = open_storage(storage, create=False, **_heartbeat(grace_period))
+        study = _load(name, rdb)
         fail_stale_trials(study)
         _run(
             name,
             storage,
             stored_settings(study),
+            rdb=rdb,
             create=False,
             workers=workers,
             devices=devices,
@@ -165,6 +206,7 @@ def _run(
     storage_url: str | None,
     settings: Any,
     *,
+    rdb: Any = None,
     create: bool,
     workers: int | None,
     devices: str,
@@ -175,6 +217,8 @@ def _run(
     timeout: float | None,
     grace_period: int,
     quiet: bool,
+    create_only: bool = False,
+    baselines: bool = False,
 ) -> None:
     import optuna
 
@@ -191,11 +235,17 @@ def _run(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
     url = resolve_storage_url(storage_url)
     check_url(url)
-    # Fetch (or check) the dataset once here: parallel workers must not race to download it,
-    # and missing data must fail before any database file or study is created.
-    load_raw(settings.dataset, data_dir, offline=offline)
-    rdb = open_storage(url, create=create, **_heartbeat(grace_period))
-    create_or_check_study(name, rdb, settings)
+    if not create_only:
+        # Fetch (or check) the dataset once here: parallel workers must not race to download
+        # it, and missing data must fail before any database file or study is created.
+        load_raw(settings.dataset, data_dir, offline=offline)
+    if rdb is None:  # resume passes the storage it already opened: one pool per launcher
+        rdb = open_storage(url, create=create, **_heartbeat(grace_period))
+    create_or_check_study(name, rdb, settings, baselines=baselines)
+    if create_only:
+        if not quiet:
+            err_console.print(f"study {name} ready on {mask_url(url)}: {settings.budget} trials")
+        return
     options = RunOptions(
         storage_url=url,
         artifacts=str(artifacts or default_artifact_dir(url)),
@@ -215,7 +265,8 @@ def _run(
     if not quiet:
         _print_front(study)
     if failed:
-        err_console.print(f"[bold red]error:[/] {failed} worker(s) exited with an error")
+        codes = ", ".join(f"worker {i}: exit code {code}" for i, code in failed.items())
+        err_console.print(f"[bold red]error:[/] {len(failed)} worker(s) failed ({codes})")
         raise typer.Exit(1)
 
 
@@ -224,7 +275,7 @@ def _heartbeat(grace_period: int) -> dict[str, int]:
     return {"heartbeat_interval": max(1, grace_period // 6), "grace_period": grace_period}
 
 
-def _with_progress(name: str, budget: int, options: Any, rdb: Any, quiet: bool) -> int:
+def _with_progress(name: str, budget: int, options: Any, rdb: Any, quiet: bool) -> dict[int, int]:
     from advhpo.search import run_workers
 
     if quiet:
@@ -252,17 +303,25 @@ def status(
     with one_line_errors():
         from optuna.trial import TrialState
 
-        from advhpo.search import front_points, hypervolume, settings_dict, stored_settings
+        from advhpo.search import (
+            budget_counts,
+            front_points,
+            hypervolume,
+            settings_dict,
+            stored_settings,
+        )
 
         study = _open_existing(name, storage)
         settings = stored_settings(study)
         trials = study.get_trials(deepcopy=False)
         states = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+        spent = budget_counts(study)[0]
         points = front_points(study)
         running = [t for t in trials if t.state == TrialState.RUNNING]
         report: dict[str, Any] = {
             "study": name,
             "budget": settings.budget,
+            "spent": spent,
             "states": states,
             "front_size": len(points),
             "hypervolume": hypervolume(points),
@@ -279,9 +338,12 @@ def status(
         from rich.console import Console
 
         out = Console()
+        early = spent - states["COMPLETE"]
         out.print(
-            f"study {name}: {states['COMPLETE']}/{settings.budget} complete · "
-            + " · ".join(f"{k.lower()} {v}" for k, v in states.items() if v and k != "COMPLETE")
+            f"study {name}: {spent}/{settings.budget} trials done"
+            + (f" ({early} stopped early)" if early else "")
+            + " · "
+            + " · ".join(f"{k.lower()} {v}" for k, v in states.items() if v)
         )
         out.print(
             f"front {report['front_size']} trials · hypervolume {report['hypervolume']:.4f}"

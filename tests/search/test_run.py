@@ -215,6 +215,11 @@ def test_ctrl_c_checkpoints_and_resume_finishes_the_study(
     assert resumed.values is not None and len(resumed.values) == 3
     history = resumed.user_attrs["epoch_history"][0]  # restored epochs included
     assert len(history) == 4
+    assert [r["epoch"] for r in resumed.user_attrs["epoch_values"]] == [1, 2, 3, 4]
+    # The worker left its sampler's random streams for the next resume.
+    rdb = open_storage(url, create=False)
+    system = rdb.get_study_system_attrs(rdb.get_study_id_from_name(name))
+    assert any(k.startswith("advhpo:sampler_state:") for k in system)
     assert resumed.values[2] == resumed.user_attrs["train_seconds"]
     assert resumed.values[2] >= sum(e["seconds"] for e in history)
 

@@ -9,27 +9,22 @@ import pytest
 
 from advhpo import ConfigError
 from advhpo.search import (
-    StudySettings,
     create_or_check_study,
     place_workers,
     stored_settings,
     suggest_config,
 )
 from advhpo.storage import open_storage
-
-
-def _settings(**changes: object) -> StudySettings:
-    base: dict[str, object] = {"dataset": "mnist", "budget": 5, "eval_eps": 0.3}
-    return StudySettings(**{**base, **changes})  # type: ignore[arg-type]
+from tests.search._factories import mnist_settings
 
 
 def test_settings_are_stored_and_read_back(storage_url: str, study_name: str) -> None:
     storage = open_storage(storage_url)
-    study = create_or_check_study(study_name, storage, _settings(epochs=3))
-    assert stored_settings(study) == _settings(epochs=3)
+    study = create_or_check_study(study_name, storage, mnist_settings(epochs=3))
+    assert stored_settings(study) == mnist_settings(epochs=3)
     assert study.metric_names == ["clean_acc", "fgsm_acc"]
     # Asking again with the same settings is fine (another worker or host joining).
-    create_or_check_study(study_name, storage, _settings(epochs=3))
+    create_or_check_study(study_name, storage, mnist_settings(epochs=3))
 
 
 @pytest.mark.parametrize(
@@ -44,25 +39,25 @@ def test_conflicting_settings_are_refused(
     storage_url: str, study_name: str, changes: dict[str, object], field: str
 ) -> None:
     storage = open_storage(storage_url)
-    create_or_check_study(study_name, storage, _settings())
+    create_or_check_study(study_name, storage, mnist_settings())
     with pytest.raises(ConfigError, match=field):
-        create_or_check_study(study_name, storage, _settings(**changes))
+        create_or_check_study(study_name, storage, mnist_settings(**changes))
 
 
 def test_a_study_with_other_directions_is_refused(storage_url: str, study_name: str) -> None:
     storage = open_storage(storage_url)
     optuna.create_study(study_name=study_name, storage=storage, direction="minimize")
     with pytest.raises(ConfigError, match="not created by advhpo"):
-        create_or_check_study(study_name, storage, _settings())
+        create_or_check_study(study_name, storage, mnist_settings())
 
 
 def test_bad_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError):
-        _settings(dataset="svhn")
+        mnist_settings(dataset="svhn")
     with pytest.raises(ConfigError):
-        _settings(eval_eps=1.5)
+        mnist_settings(eval_eps=1.5)
     with pytest.raises(ConfigError):
-        _settings(sampler="cmaes")
+        mnist_settings(sampler="cmaes")
 
 
 def test_gpu_workers_are_pinned_round_robin() -> None:
@@ -85,10 +80,10 @@ def test_a_malformed_device_list_is_an_error() -> None:
 def test_space_overrides_are_validated_and_stored(storage_url: str, study_name: str) -> None:
     space = {"ensemble": {"choices": [1]}, "layers": {"low": 2, "high": 2}}
     storage = open_storage(storage_url)
-    study = create_or_check_study(study_name, storage, _settings(space=space))
+    study = create_or_check_study(study_name, storage, mnist_settings(space=space))
     assert stored_settings(study).space == space
     with pytest.raises(ConfigError, match="space"):
-        create_or_check_study(study_name, storage, _settings())
+        create_or_check_study(study_name, storage, mnist_settings())
 
 
 @pytest.mark.parametrize(
@@ -101,11 +96,13 @@ def test_space_overrides_are_validated_and_stored(storage_url: str, study_name: 
 )
 def test_bad_space_overrides_are_config_errors(space: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        _settings(space=space)
+        mnist_settings(space=space)
 
 
 def test_suggested_configs_stay_inside_the_space() -> None:
-    settings = _settings(space={"ensemble": {"choices": [3]}, "adv_method": {"choices": ["fgsm"]}})
+    settings = mnist_settings(
+        space={"ensemble": {"choices": [3]}, "adv_method": {"choices": ["fgsm"]}}
+    )
     study = optuna.create_study(directions=["maximize", "maximize"])
     for _ in range(5):
         trial = study.ask()
@@ -127,8 +124,8 @@ def test_a_gpu_worker_starts_with_only_its_gpu_visible(monkeypatch: pytest.Monke
 
 def test_cost_adds_a_minimised_third_objective(storage_url: str, study_name: str) -> None:
     storage = open_storage(storage_url)
-    study = create_or_check_study(study_name, storage, _settings(cost=True))
+    study = create_or_check_study(study_name, storage, mnist_settings(cost=True))
     assert study.metric_names == ["clean_acc", "fgsm_acc", "train_seconds"]
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE", "MINIMIZE"]
     with pytest.raises(ConfigError, match="objectives"):
-        create_or_check_study(study_name, storage, _settings())
+        create_or_check_study(study_name, storage, mnist_settings())
