@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from advhpo.storage._artifacts import CheckpointStore, default_artifact_dir
 from advhpo.storage._rdb import open_storage
+from advhpo.storage._resilient import OUTAGE_SECONDS, ResilientRDBStorage, is_transient
 from advhpo.storage._retry import original_trial_number, retry_callback
 from advhpo.storage._url import (
     DEFAULT_STORAGE_URL,
@@ -15,10 +16,13 @@ from advhpo.storage._url import (
 
 __all__ = [
     "DEFAULT_STORAGE_URL",
+    "OUTAGE_SECONDS",
     "STORAGE_ENV",
     "CheckpointStore",
+    "ResilientRDBStorage",
     "check_url",
     "default_artifact_dir",
+    "is_transient",
     "mask_url",
     "open_storage",
     "original_trial_number",

@@ -17,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
 from advhpo._errors import ConfigError, StorageError
+from advhpo.storage._resilient import ResilientRDBStorage
 from advhpo.storage._retry import retry_callback
 from advhpo.storage._url import _sqlite_path, check_url, mask_url, resolve_storage_url
 
@@ -105,7 +106,7 @@ def open_storage(
             with warnings.catch_warnings():
                 # heartbeat_interval is "experimental" since Optuna 2.9; see retry_callback.
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(
+                return ResilientRDBStorage(
                     template,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat_interval,

@@ -1,0 +1,131 @@
+"""Riding out a database outage: storage calls retried while the server is away.
+
+A PostgreSQL restart, a fail-over or a dropped network link breaks every open connection;
+Optuna's RDB storage turns that into an exception in whatever call was running — a trial's
+``tell``, a heartbeat, a progress poll — and a worker that has trained for an hour dies with
+its result. Here every storage call that reaches the database is retried, with back-off, for up
+to :data:`OUTAGE_SECONDS`, when the error says the connection (not the query) failed; the
+pool's pre-ping then hands the retry a fresh connection. SQLite's "database is locked" past the
+busy timeout is retried the same way.
+
+Writes retried after a lost acknowledgement could in principle apply twice; Optuna's writes
+are idempotent (attributes, heartbeats) or refused the second time (a finished trial cannot be
+finished again), so the window costs at most an error, not a duplicate result.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import optuna
+from optuna.storages import RDBStorage
+from sqlalchemy import exc as sa_exc
+
+OUTAGE_SECONDS = 180.0  # a restart takes seconds; a fail-over or a node reboot, a minute or two
+_FIRST_WAIT = 0.5
+_MAX_WAIT = 10.0
+
+# The methods of RDBStorage that open a session. Optuna's _CachedStorage, which wraps an
+# RDBStorage inside every Study, calls some private ones directly, so those are listed too.
+_RETRIED = (
+    "_create_new_trial",
+    "_get_trials",
+    "_get_best_trial_id",
+    "_set_trial_param",
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "get_all_studies",
+    "create_new_trial",
+    "set_trial_param",
+    "get_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "get_all_trials",
+    "get_best_trial",
+    "record_heartbeat",
+    "_get_stale_trial_ids",  # called by optuna.storages.fail_stale_trials
+)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_inside = threading.local()  # a retried call that calls another must not nest the waits
+
+
+def is_transient(error: BaseException) -> bool:
+    """True if ``error`` means the database was unreachable, not that the request was wrong."""
+    cause: BaseException | None = error
+    if isinstance(error, optuna.exceptions.StorageInternalError):
+        cause = error.__cause__
+    if isinstance(cause, sa_exc.PendingRollbackError | sa_exc.DisconnectionError):
+        return True
+    if isinstance(cause, sa_exc.DBAPIError):
+        if cause.connection_invalidated:
+            return True
+        if isinstance(cause, sa_exc.OperationalError | sa_exc.InterfaceError):
+            text = str(cause.orig).lower()
+            # SQLite reports a missing table as OperationalError too: only its lock is transient.
+            return "sqlite" not in type(cause.orig).__module__ or "locked" in text or "busy" in text
+    return False
+
+
+def _retrying(method: _F) -> _F:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if getattr(_inside, "active", False):
+            return method(*args, **kwargs)
+        _inside.active = True
+        try:
+            deadline = time.monotonic() + OUTAGE_SECONDS
+            wait = _FIRST_WAIT
+            warned = False
+            while True:
+                try:
+                    return method(*args, **kwargs)
+                except Exception as e:
+                    if not is_transient(e) or time.monotonic() + wait > deadline:
+                        raise
+                    if not warned:
+                        reason = " ".join(str(e.__cause__ or e).split())[:200]
+                        print(
+                            f"storage unreachable ({reason}); retrying for up to "
+                            f"{OUTAGE_SECONDS:.0f} s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        warned = True
+                    time.sleep(wait * random.uniform(0.8, 1.2))
+                    wait = min(2 * wait, _MAX_WAIT)
+        finally:
+            _inside.active = False
+
+    return call  # type: ignore[return-value]
+
+
+class ResilientRDBStorage(RDBStorage):
+    """:class:`optuna.storages.RDBStorage` whose database calls survive an outage.
+
+    Calls that fail because the connection failed are retried with back-off for up to
+    :data:`OUTAGE_SECONDS`; other errors surface at once.
+    """
+
+
+for _name in _RETRIED:
+    setattr(ResilientRDBStorage, _name, _retrying(getattr(RDBStorage, _name)))
