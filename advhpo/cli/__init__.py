@@ -7,6 +7,8 @@ import sys
 import typer
 
 from advhpo.cli._common import err_console, print_error
+from advhpo.cli._dashboard import dashboard, report
+from advhpo.cli._reproduce import reproduce
 from advhpo.cli._study import export, pareto, resume, run, status, studies
 from advhpo.cli._train import train
 
@@ -22,8 +24,9 @@ def _root() -> None:
     """Hyperparameter search for adversarially robust image classifiers."""
 
 
-for command in (train, run, resume, status, pareto, studies, export):
+for command in (train, run, resume, status, pareto, studies, export, report, dashboard):
     app.command()(command)
+app.add_typer(reproduce, name="reproduce")
 
 
 def main(argv: list[str] | None = None) -> None:
