@@ -257,6 +257,8 @@ class _Objective:
                     "epoch_values": epoch_values,
                 }
                 self.store.save(self.spec.study_name, key, end.epoch, state)
+                # So far: a trial stopped early or interrupted still shows what it cost.
+                trial.set_user_attr("train_seconds", state["train_seconds"])
                 trial.set_user_attr("epoch_history", trainer.history())
                 trial.set_user_attr(EPOCH_VALUES_ATTR, epoch_values)
                 if end.scores is not None:

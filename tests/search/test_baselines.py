@@ -95,6 +95,7 @@ def test_dominated_baselines_stop_early_and_spend_the_budget(
     for t in stopped:
         assert t.user_attrs[EARLY_STOP_ATTR] == 1 and t.user_attrs["early_stop_share"] == 1.0
         assert [r["epoch"] for r in t.user_attrs["epoch_values"]] == [1]
+        assert t.user_attrs["train_seconds"] > 0  # what the stopped trial cost
         assert "fail_reason" not in t.user_attrs or t.user_attrs["fail_reason"] is None
         saved = CheckpointStore(artifacts).load(name, t.number)
         assert saved is not None
