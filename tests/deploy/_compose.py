@@ -31,17 +31,6 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 
-# Cheap trials on real MNIST: one conv block, one member, no adversarial training.
-SMALL_SPACE = """\
-[layers]
-low = 1
-high = 1
-[ensemble]
-choices = [1]
-[adv_method]
-choices = ["none"]
-"""
-
 # The study settings the tests give the compose file through its .env variables.
 TINY_STUDY = {
     "ADVHPO_DATASET": "mnist",

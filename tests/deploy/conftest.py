@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 from tests.conftest import POSTGRES_ENV
-from tests.deploy._compose import SMALL_SPACE
 from tests.deploy._running import delete_study
+from tests.search._factories import SMALL_SPACE
 
 
 @pytest.fixture(scope="session")

@@ -27,13 +27,13 @@ from sqlalchemy.pool import NullPool
 
 from advhpo.storage import original_trial_number
 from tests.deploy._compose import (
-    SMALL_SPACE,
     LocalService,
     compose_env,
     load_compose,
     localize,
 )
 from tests.deploy._running import delete_study, load_trials, stop, wait_for
+from tests.search._factories import SMALL_SPACE
 
 BUDGET = 3
 HOSTS = ("host-a", "host-b")

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from advhpo.search import StudySettings
 
+# A --space file for cheap trials on real MNIST: one conv block, one member, no adversarial
+# training (epochs of a second or two, so end-to-end tests can act between them).
+SMALL_SPACE = """\
+[layers]
+low = 1
+high = 1
+[ensemble]
+choices = [1]
+[adv_method]
+choices = ["none"]
+"""
+
 
 def mnist_settings(**changes: object) -> StudySettings:
     """MNIST study settings with a budget of 5 and the thesis eps, overridden by ``changes``."""

@@ -15,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from advhpo.storage import open_storage
+from tests.search._factories import SMALL_SPACE
 
 TINY = ["--epochs", "1", "--train-subset", "256", "--eval-subset", "64", "--devices", "cpu"]
 
@@ -121,18 +122,6 @@ def _workers(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
     children = [int(p) for p in out.stdout.split()]
     return [p for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
-
-
-# Small, single-member nets: epochs of a second or two, so a test can act between them.
-SMALL_SPACE = """
-[layers]
-low = 1
-high = 1
-[ensemble]
-choices = [1]
-[adv_method]
-choices = ["none"]
-"""
 
 
 def _start(name: str, url: str, data: Path, artifacts: Path, *extra: str) -> subprocess.Popen[str]:
