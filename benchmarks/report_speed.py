@@ -24,25 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from advhpo.dashboards import load_study_data, param_importances, render_report
 from advhpo.objectives import eps_curve_grid
-from advhpo.search import StudySettings, create_or_check_study
+from advhpo.search import StudySettings, create_or_check_study, space_distributions
 from advhpo.storage import open_storage
 
 NAME = "report-speed"
 EPOCHS = 4
-DISTRIBUTIONS = {
-    "layers": IntDistribution(1, 3),
-    "dropout": FloatDistribution(0.0, 0.5),
-    "lr": FloatDistribution(1e-3, 0.1, log=True),
-    "weight_decay": FloatDistribution(1e-6, 1e-3, log=True),
-    "adv_method": CategoricalDistribution(["none", "fgsm", "fgsm_rs"]),
-    "ensemble": CategoricalDistribution([1, 3, 5, 7]),
-    "adv_eps": FloatDistribution(0.01, 0.3),
-}
+DISTRIBUTIONS = space_distributions("mnist")
 
 
 def synthetic_trial(number: int, rng: random.Random) -> FrozenTrial:

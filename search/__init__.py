@@ -50,6 +50,7 @@ from advhpo.search._space import (
     DEFAULT_SPACE,
     load_space_file,
     resolve_space,
+    space_distributions,
     suggest_config,
 )
 from advhpo.search._worker import (
@@ -102,6 +103,7 @@ __all__ = [
     "run_workers",
     "save_sampler_state",
     "settings_dict",
+    "space_distributions",
     "spends_budget",
     "stored_settings",
     "suggest_config",

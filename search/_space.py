@@ -71,6 +71,26 @@ def resolve_space(dataset: str, overrides: dict[str, ParamSpec] | None) -> dict[
     return space
 
 
+def space_distributions(
+    dataset: str, overrides: dict[str, ParamSpec] | None = None
+) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The space as Optuna distributions, as :func:`suggest_config` samples it (for building
+    trials outside a worker, e.g. with ``optuna.trial.create_trial``)."""
+    out: dict[str, optuna.distributions.BaseDistribution] = {}
+    for name, spec in resolve_space(dataset, overrides).items():
+        if "choices" in spec:
+            out[name] = optuna.distributions.CategoricalDistribution(list(spec["choices"]))
+        elif isinstance(spec["low"], int) and isinstance(spec["high"], int):
+            out[name] = optuna.distributions.IntDistribution(
+                spec["low"], spec["high"], log=spec.get("log", False)
+            )
+        else:
+            out[name] = optuna.distributions.FloatDistribution(
+                spec["low"], spec["high"], log=spec.get("log", False)
+            )
+    return out
+
+
 def _suggest(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
     if "choices" in spec:
         return trial.suggest_categorical(name, list(spec["choices"]))

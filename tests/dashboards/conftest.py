@@ -19,7 +19,6 @@ from typing import Any
 import optuna
 import pytest
 import torch
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from advhpo.objectives import (
@@ -30,18 +29,10 @@ from advhpo.objectives import (
     eps_curve_grid,
     make_ensemble_trainer,
 )
-from advhpo.search import StudySettings, create_or_check_study
+from advhpo.search import StudySettings, create_or_check_study, space_distributions
 from advhpo.storage import CheckpointStore, open_storage
 
-DISTRIBUTIONS = {
-    "layers": IntDistribution(1, 3),
-    "dropout": FloatDistribution(0.0, 0.5),
-    "lr": FloatDistribution(1e-3, 0.1, log=True),
-    "weight_decay": FloatDistribution(1e-6, 1e-3, log=True),
-    "adv_method": CategoricalDistribution(["none", "fgsm", "fgsm_rs"]),
-    "ensemble": CategoricalDistribution([1, 3, 5, 7]),
-    "adv_eps": FloatDistribution(0.01, 0.3),
-}
+DISTRIBUTIONS = space_distributions("mnist")
 PARAMS = {
     "layers": 1,
     "dropout": 0.25,

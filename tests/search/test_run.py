@@ -136,6 +136,13 @@ def _start(name: str, url: str, data: Path, artifacts: Path, *extra: str) -> sub
     )  # fmt: skip
 
 
+def _resume(name: str, url: str, data: Path, artifacts: Path, *extra: str) -> None:
+    advhpo(
+        "resume", name, "--storage", url, "--data-dir", str(data), "--offline",
+        "--artifacts", str(artifacts), "--quiet", *extra,
+    )  # fmt: skip
+
+
 @pytest.mark.real_data
 def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(
     real_data_dir: Path, tmp_path: Path
@@ -148,20 +155,7 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(
     proc.wait(timeout=60)
     assert proc.returncode != 0  # the run reports its dead worker
 
-    advhpo(
-        "resume",
-        name,
-        "--storage",
-        url,
-        "--data-dir",
-        str(real_data_dir),
-        "--offline",
-        "--artifacts",
-        str(artifacts),
-        "--grace-period",
-        "4",
-        "--quiet",
-    )
+    _resume(name, url, real_data_dir, artifacts, "--grace-period", "4")
     done = _complete(url, name)
     assert len(done) == 2
     resumed = [t for t in done if t.user_attrs.get("resumed_from_epoch")]
@@ -185,18 +179,7 @@ def test_ctrl_c_checkpoints_and_resume_finishes_the_study(
     assert TrialState.RUNNING not in states  # nothing left running
     assert TrialState.WAITING in states  # the interrupted trial is queued again
 
-    advhpo(
-        "resume",
-        name,
-        "--storage",
-        url,
-        "--data-dir",
-        str(real_data_dir),
-        "--offline",
-        "--artifacts",
-        str(artifacts),
-        "--quiet",
-    )
+    _resume(name, url, real_data_dir, artifacts)
     done = _complete(url, name)
     assert len(done) == 2
     (resumed,) = [t for t in done if t.user_attrs.get("resumed_from_epoch")]

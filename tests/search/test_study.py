@@ -11,6 +11,7 @@ from advhpo import ConfigError
 from advhpo.search import (
     create_or_check_study,
     place_workers,
+    space_distributions,
     stored_settings,
     suggest_config,
 )
@@ -129,3 +130,12 @@ def test_cost_adds_a_minimised_third_objective(storage_url: str, study_name: str
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE", "MINIMIZE"]
     with pytest.raises(ConfigError, match="objectives"):
         create_or_check_study(study_name, storage, mnist_settings())
+
+
+def test_space_distributions_are_what_trials_sample() -> None:
+    settings = mnist_settings(space={"adv_method": {"choices": ["fgsm"]}})
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    trial = study.ask()
+    suggest_config(trial, settings)
+    frozen = study.trials[-1]
+    assert frozen.distributions == space_distributions("mnist", settings.space)
