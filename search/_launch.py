@@ -112,7 +112,8 @@ def place_workers(devices: str, workers: int | None, trials_per_gpu: int) -> lis
         n = workers or len(slots)
         return [Placement("cuda", slots[i % len(slots)], None) for i in range(n)]
     n = workers or 1
-    threads = max(1, (os.cpu_count() or 1) // n)
+    # The cores this process may run on (taskset, a container's cpuset), not the machine's.
+    threads = max(1, len(os.sched_getaffinity(0)) // n)
     return [Placement("cpu", None, threads) for _ in range(n)]
 
 

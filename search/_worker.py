@@ -91,8 +91,14 @@ def make_sampler(settings: StudySettings, worker_id: int) -> optuna.samplers.Bas
             return optuna.samplers.GPSampler(seed=seed)
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    # constant_liar: running trials count as bad guesses, so workers spread out.
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    with warnings.catch_warnings():
+        # constant_liar: running trials count as bad guesses, so workers spread out. group
+        # (experimental since Optuna 2.8): adv_eps exists only in adversarially trained trials;
+        # without it, multivariate TPE samples that conditional parameter independently.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True
+        )
 
 
 class _Stop:

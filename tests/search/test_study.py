@@ -73,6 +73,15 @@ def test_cpu_workers_split_the_cores() -> None:
     assert all(p.threads is not None and p.threads >= 1 for p in places)
 
 
+def test_cpu_workers_split_only_the_cores_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Under taskset or a container's cpuset the machine has more cores than the process.
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert [p.threads for p in place_workers("cpu", 2, 1)] == [2, 2]
+
+
 def test_a_malformed_device_list_is_an_error() -> None:
     with pytest.raises(ConfigError, match="bad device"):
         place_workers("gpu0", None, 1)

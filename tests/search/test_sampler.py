@@ -1,0 +1,36 @@
+"""The study's samplers on the real search space."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+
+from advhpo.search import StudySettings, make_sampler, suggest_config
+
+
+def test_tpe_models_the_conditional_adv_eps_jointly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # adv_eps exists only in adversarially trained trials. Multivariate TPE without group
+    # decomposition leaves such a parameter out of its joint model and falls back to
+    # sample_independent (univariate TPE) for it after the random start-up trials.
+    settings = StudySettings(dataset="mnist", budget=20, eval_eps=0.3, sampler="tpe")
+    sampler = make_sampler(settings, worker_id=0)
+    independent: list[tuple[int, str]] = []
+    original = sampler.sample_independent
+
+    def spy(study: optuna.Study, trial: Any, name: str, dist: Any) -> Any:
+        independent.append((trial.number, name))
+        return original(study, trial, name, dist)
+
+    monkeypatch.setattr(sampler, "sample_independent", spy)
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        cfg = suggest_config(trial, settings)  # the real space, conditional adv_eps included
+        return cfg.lr * 10, cfg.adv_eps
+
+    study.optimize(objective, n_trials=20)
+    late = [t for t in study.trials[10:] if "adv_eps" in t.params]
+    assert late, "no adversarially trained trial after the start-up to check"
+    assert not [n for n, name in independent if n >= 10 and name == "adv_eps"]
