@@ -37,6 +37,7 @@ from advhpo.search._sampler_state import (
     save_sampler_state,
 )
 from advhpo.search._settings import (
+    DEFAULT_SAMPLER,
     DIRECTIONS,
     OBJECTIVES,
     SAMPLERS,
@@ -63,6 +64,7 @@ from advhpo.search._worker import (
 
 __all__ = [
     "BASELINE_ATTR",
+    "DEFAULT_SAMPLER",
     "DEFAULT_SPACE",
     "DIRECTIONS",
     "EARLY_STOP_ATTR",

@@ -76,8 +76,12 @@ def run(
         typer.Option(callback=eps_option, help="FGSM objective radius (0.3 MNIST, 0.05 CIFAR)."),
     ] = None,
     sampler: Annotated[
-        str, typer.Option(help="tpe, nsga2, gp or random (see docs/results.md for the choice).")
-    ] = "tpe",
+        str | None,
+        typer.Option(
+            help="gp, tpe, nsga2 or random. Default: an existing study's own, else gp "
+            "(docs/results.md says why)."
+        ),
+    ] = None,
     space: Annotated[
         Path | None, typer.Option(help="TOML file overriding parts of the search space.")
     ] = None,
@@ -126,7 +130,12 @@ def run(
 ) -> None:
     """Create the study if absent and run workers until it has TRIALS complete trials."""
     with one_line_errors():
-        from advhpo.search import StudySettings, default_eval_eps, load_space_file
+        from advhpo.search import (
+            DEFAULT_SAMPLER,
+            StudySettings,
+            default_eval_eps,
+            load_space_file,
+        )
 
         settings = StudySettings(
             dataset=dataset.value,
@@ -136,7 +145,7 @@ def run(
             train_subset=train_subset,
             eval_subset=eval_subset,
             seed=seed,
-            sampler=sampler,
+            sampler=DEFAULT_SAMPLER if sampler is None else sampler,
             space=None if space is None else load_space_file(space),
             cost=cost,
             epoch_eval=epoch_eval,
@@ -159,6 +168,9 @@ def run(
             quiet=quiet,
             create_only=create_only,
             baselines=baselines,
+            # Studies made before GP became the default were TPE; rerunning their command
+            # must continue them, not report a conflict over a flag the user never gave.
+            stored_sampler=sampler is None,
         )
 
 
@@ -219,11 +231,16 @@ def _run(
     quiet: bool,
     create_only: bool = False,
     baselines: bool = False,
+    stored_sampler: bool = False,
 ) -> None:
+    import contextlib
+    import dataclasses
+
     import optuna
 
+    from advhpo._errors import ConfigError
     from advhpo.objectives import load_raw
-    from advhpo.search import RunOptions, create_or_check_study, place_workers
+    from advhpo.search import RunOptions, create_or_check_study, place_workers, stored_settings
     from advhpo.storage import (
         check_url,
         default_artifact_dir,
@@ -241,6 +258,10 @@ def _run(
         load_raw(settings.dataset, data_dir, offline=offline)
     if rdb is None:  # resume passes the storage it already opened: one pool per launcher
         rdb = open_storage(url, create=create, **_heartbeat(grace_period))
+    if stored_sampler and name in {s.study_name for s in rdb.get_all_studies()}:
+        with contextlib.suppress(ConfigError):  # not advhpo's: create_or_check_study says so
+            existing = stored_settings(_load(name, rdb))
+            settings = dataclasses.replace(settings, sampler=existing.sampler)
     create_or_check_study(name, rdb, settings, baselines=baselines)
     if create_only:
         if not quiet:

@@ -34,3 +34,25 @@ def test_tpe_models_the_conditional_adv_eps_jointly(monkeypatch: pytest.MonkeyPa
     late = [t for t in study.trials[10:] if "adv_eps" in t.params]
     assert late, "no adversarially trained trial after the start-up to check"
     assert not [n for n, name in independent if n >= 10 and name == "adv_eps"]
+
+
+def test_default_gp_leaves_adv_eps_to_its_random_sampler_without_a_warning_per_trial(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = StudySettings(dataset="mnist", budget=14, eval_eps=0.3)
+    sampler = make_sampler(settings, worker_id=0)
+    assert isinstance(sampler, optuna.samplers.GPSampler)
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        cfg = suggest_config(trial, settings)
+        return cfg.lr * 10, cfg.adv_eps
+
+    optuna.logging.enable_propagation()  # Optuna's logger does not reach caplog otherwise
+    try:
+        with caplog.at_level("WARNING", logger="optuna"):
+            study.optimize(objective, n_trials=14)
+    finally:
+        optuna.logging.disable_propagation()
+    assert [t for t in study.trials[10:] if "adv_eps" in t.params], "nothing to check"
+    assert not [r for r in caplog.records if "independent" in r.getMessage()]
