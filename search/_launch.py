@@ -78,6 +78,14 @@ class Placement:
     threads: int | None
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (taskset, a container's cpuset), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 def place_workers(devices: str, workers: int | None, trials_per_gpu: int) -> list[Placement]:
     """Assign workers to devices.
 
@@ -112,8 +120,7 @@ def place_workers(devices: str, workers: int | None, trials_per_gpu: int) -> lis
         n = workers or len(slots)
         return [Placement("cuda", slots[i % len(slots)], None) for i in range(n)]
     n = workers or 1
-    # The cores this process may run on (taskset, a container's cpuset), not the machine's.
-    threads = max(1, len(os.sched_getaffinity(0)) // n)
+    threads = max(1, _usable_cores() // n)
     return [Placement("cpu", None, threads) for _ in range(n)]
 
 

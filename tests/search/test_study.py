@@ -82,6 +82,14 @@ def test_cpu_workers_split_only_the_cores_this_process_may_use(
     assert [p.threads for p in place_workers("cpu", 2, 1)] == [2, 2]
 
 
+def test_cpu_workers_split_the_cores_where_there_is_no_affinity_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(os, "sched_getaffinity")  # as on macOS and Windows
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert [p.threads for p in place_workers("cpu", 2, 1)] == [3, 3]
+
+
 def test_a_malformed_device_list_is_an_error() -> None:
     with pytest.raises(ConfigError, match="bad device"):
         place_workers("gpu0", None, 1)
