@@ -258,8 +258,9 @@ def _run(
         load_raw(settings.dataset, data_dir, offline=offline)
     if rdb is None:  # resume passes the storage it already opened: one pool per launcher
         rdb = open_storage(url, create=create, **_heartbeat(grace_period))
-    if stored_sampler and name in {s.study_name for s in rdb.get_all_studies()}:
-        with contextlib.suppress(ConfigError):  # not advhpo's: create_or_check_study says so
+    if stored_sampler:
+        # No such study, or not advhpo's: create_or_check_study creates it or says so.
+        with contextlib.suppress(ConfigError):
             existing = stored_settings(_load(name, rdb))
             settings = dataclasses.replace(settings, sampler=existing.sampler)
     create_or_check_study(name, rdb, settings, baselines=baselines)
