@@ -92,7 +92,18 @@ def make_net(cfg: NetConfig) -> nn.Sequential:
         layers += [nn.Linear(features, width), nn.ReLU(inplace=True), Dropout(cfg.dense_dropout)]
         features = width
     layers.append(nn.Linear(features, cfg.num_classes))
-    return nn.Sequential(*layers)
+    net = nn.Sequential(*layers)
+    if cfg.weight_init == "glorot":
+        _glorot(net)
+    return net
+
+
+def _glorot(net: nn.Module) -> None:
+    for layer in net.modules():
+        if isinstance(layer, nn.Conv2d | nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from advhpo import ConfigError
 from advhpo.objectives import (
@@ -110,3 +111,44 @@ def test_from_dict_rejects_unknown_keys() -> None:
     data["colour"] = "blue"
     with pytest.raises(ConfigError, match="malformed"):
         TrialConfig.from_dict(data)
+
+
+_WEIGHTED = (nn.Conv2d, nn.Linear)
+
+
+def test_glorot_init_gives_zero_biases_and_weights_within_the_glorot_bound() -> None:
+    torch.manual_seed(0)
+    layers = [m for m in make_net(thesis_cifar10()).modules() if isinstance(m, _WEIGHTED)]
+    assert len(layers) == 9  # 6 convs, 3 dense
+    for layer in layers:
+        fan_out, fan_in = layer.weight.shape[0], layer.weight[0].numel()
+        receptive = layer.weight[0, 0].numel()
+        bound = (6 / (fan_in + fan_out * receptive)) ** 0.5
+        assert torch.count_nonzero(layer.bias) == 0
+        assert layer.weight.abs().max() <= bound
+        # Uniform on [-bound, bound]: the largest of many draws is near the bound.
+        assert layer.weight.abs().max() > 0.9 * bound
+
+
+def test_cifar10_family_nets_start_from_glorot_init() -> None:
+    assert {family_net("cifar10", n).weight_init for n in (1, 2, 3, 4)} == {"glorot"}
+
+
+def test_mnist_nets_keep_torch_init() -> None:
+    # Every MNIST figure in docs/results.md was measured with PyTorch's default init.
+    for cfg in (thesis_mnist(), family_net("mnist", 2)):
+        assert cfg.weight_init == "torch"
+        torch.manual_seed(0)
+        layers = [m for m in make_net(cfg).modules() if isinstance(m, _WEIGHTED)]
+        assert all(torch.count_nonzero(layer.bias) > 0 for layer in layers)
+
+
+def test_an_unknown_weight_init_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown weight_init"):
+        NetConfig(dataset="mnist", blocks=((8,),), weight_init="orthogonal")
+
+
+def test_a_config_saved_before_weight_init_existed_loads_with_torch_init() -> None:
+    data = TrialConfig(dataset="mnist", net=thesis_mnist()).to_dict()
+    del data["net"]["weight_init"]
+    assert TrialConfig.from_dict(data).net.weight_init == "torch"
