@@ -260,6 +260,9 @@ class MemberTrainer:
         state: dict[str, Any] = {
             "epoch": self.epoch,
             "gen_ratio": self.gen_ratio,
+            # The adaptive ratio's half-filled window: without it a resumed run would rise a
+            # step later than an uninterrupted one.
+            "gen_window": list(self._gen_window),
             "history": self.history,
             "model": self.model.state_dict(),
             "opt": self.opt.state_dict(),
@@ -277,6 +280,8 @@ class MemberTrainer:
         """Restore a :meth:`state_dict` (RNG states included, so training resumes exactly)."""
         self.epoch = int(state["epoch"])
         self.gen_ratio = int(state["gen_ratio"])
+        # Checkpoints written before the window was saved lack it: resume with an empty one.
+        self._gen_window = [float(v) for v in state.get("gen_window", [])]
         self.history = list(state["history"])
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])

@@ -14,6 +14,7 @@ from advhpo.search._early_stop import (
     reference_points,
 )
 from advhpo.search._export import export_text, trial_rows
+from advhpo.search._fail_reason import FAIL_REASON_ATTR, LOST_REASON, fail_reason
 from advhpo.search._front import (
     MASKING_GAP,
     completed,
@@ -69,6 +70,8 @@ __all__ = [
     "DIRECTIONS",
     "EARLY_STOP_ATTR",
     "EPOCH_VALUES_ATTR",
+    "FAIL_REASON_ATTR",
+    "LOST_REASON",
     "MASKING_GAP",
     "OBJECTIVES",
     "SAMPLERS",
@@ -88,6 +91,7 @@ __all__ = [
     "enqueue_baselines",
     "epoch_point",
     "export_text",
+    "fail_reason",
     "fail_stale_trials",
     "format_params",
     "front",

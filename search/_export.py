@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 
+from advhpo.search._fail_reason import FAIL_REASON_ATTR, fail_reason
 from advhpo.search._settings import stored_settings
 
 # Scalar user attributes worth a column; lists (eps curves, histories) stay in the JSON form.
@@ -18,7 +19,7 @@ _ATTRS = (
     "train_seconds",
     "eval_seconds",
     "resumed_from_epoch",
-    "fail_reason",
+    FAIL_REASON_ATTR,
     "host",
     "device",
 )
@@ -34,6 +35,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         row.update(zip(objectives, values, strict=True))
         row.update({f"params_{k}": v for k, v in t.params.items()})
         row.update({k: t.user_attrs.get(k) for k in _ATTRS})
+        row[FAIL_REASON_ATTR] = fail_reason(t)
         row["datetime_start"] = t.datetime_start.isoformat() if t.datetime_start else None
         row["duration_seconds"] = t.duration.total_seconds() if t.duration else None
         rows.append(row)

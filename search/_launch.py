@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from advhpo._errors import ConfigError
 from advhpo.search._baselines import enqueue_baselines
 from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts
+from advhpo.search._fail_reason import fail_reason
 from advhpo.search._front import format_params, front_points, hypervolume
 from advhpo.search._settings import (
     SETTINGS_ATTR,
@@ -256,7 +257,7 @@ def _report(
                 + (f"  (resumed from epoch {resumed})" if resumed else "")
             )
         elif t.state == TrialState.FAIL:
-            log(f"trial {t.number} failed: {t.user_attrs.get('fail_reason', 'unknown reason')}")
+            log(f"trial {t.number} failed: {fail_reason(t)}")
         elif t.state == TrialState.PRUNED and EARLY_STOP_ATTR in t.user_attrs:
             share = t.user_attrs.get("early_stop_share", 0.0)
             log(

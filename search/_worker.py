@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # torch is imported in the worker process only, after GPU pin
     from advhpo.storage import CheckpointStore
 from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts, spends_budget
 from advhpo.search._early_stop import EPOCH_VALUES_ATTR, EarlyStopRule, reference_points
+from advhpo.search._fail_reason import FAIL_REASON_ATTR
 from advhpo.search._sampler_state import load_sampler_state, save_sampler_state
 from advhpo.search._settings import StudySettings, stored_settings
 from advhpo.search._space import suggest_config
@@ -187,9 +188,29 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
         if done + running >= settings.budget:
             time.sleep(_POLL_SECONDS)  # wait: a running trial may still fail and free budget
             continue
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[requeue_interrupted])
+        try:
+            study.optimize(
+                objective, n_trials=1, catch=(Exception,), callbacks=[requeue_interrupted]
+            )
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            # Optuna's tell refuses a trial that is no longer RUNNING. If another worker failed
+            # ours for missed heartbeats (this process was suspended, or the database out of
+            # reach for the grace period), its retry continues from the checkpoint: drop ours.
+            lost = objective.current
+            if lost is None or not _failed_elsewhere(storage, study_id, lost):
+                raise
+            print(
+                f"worker {spec.worker_id}: trial {lost} was failed for missed heartbeats "
+                "meanwhile; its retry continues from the checkpoint",
+                flush=True,
+            )
         save_sampler_state(storage, study_id, host_name(), spec.worker_id, sampler)
     return 0
+
+
+def _failed_elsewhere(storage: optuna.storages.BaseStorage, study_id: int, number: int) -> bool:
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    return storage.get_trial(trial_id).state == TrialState.FAIL
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -232,11 +253,16 @@ class _Objective:
             if settings.early_stop is None
             else EarlyStopRule(settings.early_stop, settings.early_stop_min_trials)
         )
+        self.current: int | None = None  # number of the trial being run
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         from advhpo.objectives import make_ensemble_trainer, run_trial
 
+        self.current = trial.number
         self._claim_budget(trial)
+        # A retry inherits its predecessor's attributes; only this attempt's own end may say
+        # why it failed (an attempt that dies without a word is told as lost, fail_reason()).
+        trial.set_user_attr(FAIL_REASON_ATTR, None)
         trial.set_user_attr("interrupted", False)
         trial.set_user_attr("host", host_name())
         trial.set_user_attr("device", str(self.device))
@@ -264,9 +290,11 @@ class _Objective:
                     "train_seconds": prior_seconds + end.train_seconds,
                     "epoch_values": epoch_values,
                 }
-                self.store.save(self.spec.study_name, key, end.epoch, state)
-                # So far: a trial stopped early or interrupted still shows what it cost.
+                # So far: a trial stopped early or interrupted still shows what it cost. First,
+                # because it raises if another worker has failed the trial meanwhile, and the
+                # checkpoint then belongs to that trial's retry.
                 trial.set_user_attr("train_seconds", state["train_seconds"])
+                self.store.save(self.spec.study_name, key, end.epoch, state)
                 trial.set_user_attr("epoch_history", trainer.history())
                 trial.set_user_attr(EPOCH_VALUES_ATTR, epoch_values)
                 if end.scores is not None:
@@ -288,8 +316,10 @@ class _Objective:
             ).metrics
         except optuna.TrialPruned:
             raise
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise  # failed by another worker meanwhile: nothing more can be recorded on it
         except Exception as e:
-            trial.set_user_attr("fail_reason", one_line(e))
+            trial.set_user_attr(FAIL_REASON_ATTR, one_line(e))
             trial.set_user_attr("interrupted", isinstance(e, Interrupted))
             raise
         train_seconds = prior_seconds + m["train_seconds"]
@@ -307,7 +337,7 @@ class _Objective:
         ):
             trial.set_user_attr(name, m[name])
         trial.set_user_attr("epoch_history", m["epochs"])
-        trial.set_user_attr("fail_reason", None)
+        trial.set_user_attr(FAIL_REASON_ATTR, None)
         if self.settings.cost:
             return m["clean_acc"], m["fgsm_acc"], train_seconds
         return m["clean_acc"], m["fgsm_acc"]

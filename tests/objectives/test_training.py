@@ -9,6 +9,7 @@ import torch
 
 from advhpo import DivergenceError
 from advhpo.objectives import DatasetSplits, LoopEnsemble, MemberTrainer, NetConfig, TrialConfig
+from advhpo.objectives import _training as training
 
 CPU = torch.device("cpu")
 
@@ -64,6 +65,29 @@ def test_resuming_from_a_state_dict_continues_exactly(
     resumed.load_state_dict(state)
     resumed.train_epoch(tiny_splits.train)
     assert resumed.epoch == 2
+    assert _same(_weights(resumed), _weights(straight))
+
+
+def test_resuming_keeps_the_adaptive_ratio_s_half_filled_window(
+    tiny_splits: DatasetSplits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 4 steps per epoch and a window of 3: the second window straddles the epoch boundary, so
+    # a resumed member that forgot the window's first step would raise the ratio a step late.
+    monkeypatch.setattr(training, "_ADAPT_WINDOW", 3)
+    cfg = _cfg(adv_method="generator", adv_eps=0.2, gen_adaptive=True, gen_loss_threshold=0.0)
+    straight = MemberTrainer(cfg, 0, CPU)
+    ratios = []
+    for _ in range(2):
+        straight.train_epoch(tiny_splits.train)
+        ratios.append(straight.gen_ratio)
+    assert ratios == [2, 3]
+
+    first = MemberTrainer(cfg, 0, CPU)
+    first.train_epoch(tiny_splits.train)
+    resumed = MemberTrainer(cfg, 0, CPU)
+    resumed.load_state_dict(first.state_dict())
+    resumed.train_epoch(tiny_splits.train)
+    assert resumed.gen_ratio == straight.gen_ratio
     assert _same(_weights(resumed), _weights(straight))
 
 

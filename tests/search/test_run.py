@@ -14,7 +14,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from advhpo.storage import open_storage
+from advhpo.search import LOST_REASON, fail_reason
+from advhpo.storage import open_storage, original_trial_number, retry_callback
 from tests.search._factories import SMALL_SPACE
 
 TINY = ["--epochs", "1", "--train-subset", "256", "--eval-subset", "64", "--devices", "cpu"]
@@ -163,6 +164,34 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(
     study = optuna.load_study(study_name=name, storage=url)
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert [t.params for t in failed] == [resumed[0].params]  # the lost one, retried once
+    assert fail_reason(failed[0]) == LOST_REASON  # it died without a word
+
+
+@pytest.mark.real_data
+def test_a_worker_whose_trial_was_failed_as_stale_drops_it_and_goes_on(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
+    # A worker that was suspended past the grace period (or cut off from the database) comes
+    # back to find its trial failed by another worker and its retry queued.
+    url, name, artifacts = f"sqlite:///{tmp_path / 'db.sqlite'}", "taken", tmp_path / "art"
+    proc = _start(name, url, real_data_dir, artifacts)
+    _wait_for_checkpoint(artifacts, proc)
+    storage = open_storage(url, create=False)
+    study = optuna.load_study(study_name=name, storage=storage)
+    (running,) = study.get_trials(states=(TrialState.RUNNING,))
+    # What optuna.storages.fail_stale_trials does to a stale trial, without waiting for one.
+    storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
+    retry_callback(3)(study, storage.get_trial(running._trial_id))
+    out, err = proc.communicate(timeout=300)
+
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"trial {running.number} was failed for missed heartbeats" in out
+    done = _complete(url, name)
+    assert len(done) == 2  # the budget, and no more: the dropped attempt left no result
+    (retried,) = [t for t in done if original_trial_number(t) == running.number != t.number]
+    assert retried.params == running.params
+    assert retried.user_attrs["resumed_from_epoch"] >= 1
 
 
 @pytest.mark.real_data
