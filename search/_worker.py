@@ -30,6 +30,7 @@ from advhpo.search._fail_reason import FAIL_REASON_ATTR
 from advhpo.search._sampler_state import load_sampler_state, save_sampler_state
 from advhpo.search._settings import StudySettings, stored_settings
 from advhpo.search._space import suggest_config
+from advhpo.search._stale import fail_stale_trials
 from advhpo.storage import original_trial_number
 
 _MAX_REQUEUES = 100  # interruptions of one trial before it is left failed
@@ -181,7 +182,7 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
             retry(study, trial)
 
     while not stop.requested:
-        fail_stale_trials(study)
+        fail_stale_trials(study, storage)
         done, running = budget_counts(study)
         if done >= settings.budget or (spec.deadline and time.time() > spec.deadline):
             break
@@ -193,32 +194,29 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
                 objective, n_trials=1, catch=(Exception,), callbacks=[requeue_interrupted]
             )
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
-            # Optuna's tell refuses a trial that is no longer RUNNING. If another worker failed
+            # Optuna's tell refuses a trial that is no longer RUNNING: another worker failed
             # ours for missed heartbeats (this process was suspended, or the database out of
-            # reach for the grace period), its retry continues from the checkpoint: drop ours.
-            lost = objective.current
-            if lost is None or not _failed_elsewhere(storage, study_id, lost):
-                raise
-            print(
-                f"worker {spec.worker_id}: trial {lost} was failed for missed heartbeats "
-                "meanwhile; its retry continues from the checkpoint",
-                flush=True,
+            # reach for the grace period), and its retry continues from the checkpoint; or our
+            # own tell committed but its acknowledgement was lost and the retry was refused.
+            # Either way the trial is settled: go on.
+            state = (
+                None if objective.current is None else _state(storage, study_id, objective.current)
             )
+            if state is None or not state.is_finished():
+                raise
+            if state == TrialState.FAIL:
+                print(
+                    f"worker {spec.worker_id}: trial {objective.current} was failed for missed "
+                    "heartbeats meanwhile; its retry continues from the checkpoint",
+                    flush=True,
+                )
         save_sampler_state(storage, study_id, host_name(), spec.worker_id, sampler)
     return 0
 
 
-def _failed_elsewhere(storage: optuna.storages.BaseStorage, study_id: int, number: int) -> bool:
+def _state(storage: optuna.storages.BaseStorage, study_id: int, number: int) -> TrialState:
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
-    return storage.get_trial(trial_id).state == TrialState.FAIL
-
-
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail (and so retry) trials whose worker stopped sending heartbeats."""
-    with warnings.catch_warnings():
-        # Experimental since Optuna 2.9 and stable in use; the warning would flood the logs.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    return storage.get_trial(trial_id).state
 
 
 def host_name() -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
@@ -48,7 +47,7 @@ def open_storage(
     grace_period: int = 60,
     max_retry: int = 3,
     create: bool = True,
-) -> RDBStorage:
+) -> ResilientRDBStorage:
     """Open the study storage for one worker process, with heartbeats and retries of lost trials.
 
     SQLite files are switched to WAL mode and given a 60 s busy timeout, so several local

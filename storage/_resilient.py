@@ -8,9 +8,12 @@ to :data:`OUTAGE_SECONDS`, when the error says the connection (not the query) fa
 pool's pre-ping then hands the retry a fresh connection. SQLite's "database is locked" past the
 busy timeout is retried the same way.
 
-Writes retried after a lost acknowledgement could in principle apply twice; Optuna's writes
-are idempotent (attributes, heartbeats) or refused the second time (a finished trial cannot be
-finished again), so the window costs at most an error, not a duplicate result.
+A write retried after a lost acknowledgement (the connection drops while the server commits)
+applies twice. Attributes and heartbeats are idempotent, and a finished trial cannot be
+finished again (the worker sees it finished and goes on). Creating or claiming a trial is not:
+the retry makes or claims another, and the first is left RUNNING without ever recording a
+heartbeat, which Optuna's stale check skips; ``advhpo.search.fail_stale_trials`` fails and
+re-queues such trials, so they cannot hold the study's budget forever.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage
 from sqlalchemy import exc as sa_exc
 
@@ -125,6 +129,18 @@ class ResilientRDBStorage(RDBStorage):
     Calls that fail because the connection failed are retried with back-off for up to
     :data:`OUTAGE_SECONDS`; other errors surface at once.
     """
+
+    @_retrying
+    def trials_with_heartbeat(self, trial_ids: Collection[int]) -> set[int]:
+        """The trials among ``trial_ids`` that have recorded at least one heartbeat."""
+        if not trial_ids:
+            return set()
+        # Optuna's schema has no public reader for this; its table has been stable since 2.9.
+        query = sqlalchemy.text(
+            "SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids"
+        ).bindparams(sqlalchemy.bindparam("ids", expanding=True))
+        with self.engine.connect() as conn:
+            return {int(row[0]) for row in conn.execute(query, {"ids": list(trial_ids)})}
 
 
 for _name in _RETRIED:
