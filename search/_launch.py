@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from advhpo._errors import ConfigError
-from advhpo.search._baselines import enqueue_baselines
+from advhpo.search._baselines import baseline_params, enqueue_baselines
 from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts
 from advhpo.search._fail_reason import fail_reason
 from advhpo.search._front import format_params, front_points, hypervolume
@@ -49,6 +49,8 @@ def create_or_check_study(
         ConfigError: The study exists with other settings or other objectives, or
             ``baselines`` asks for values outside its space.
     """
+    if baselines:
+        baseline_params(settings)  # refuse a space without the thesis's values before creating
     study = optuna.create_study(
         study_name=name, storage=storage, directions=settings.directions(), load_if_exists=True
     )

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from advhpo._errors import ConfigError
-from advhpo.objectives._config import PRESETS, NetConfig, TrialConfig, eps_curve_grid, family_net
+from advhpo.objectives._config import (
+    ADV_METHODS,
+    PRESETS,
+    NetConfig,
+    TrialConfig,
+    eps_curve_grid,
+    family_net,
+)
 from advhpo.search._settings import StudySettings
 from advhpo.storage import original_trial_number
 
@@ -53,11 +62,39 @@ def load_space_file(path: Path) -> dict[str, ParamSpec]:
     return data
 
 
+# What each parameter's bounds and choices may hold: what TrialConfig would refuse, refused
+# when the study is created rather than as a failed trial later.
+_DOMAIN: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "layers": (lambda v: isinstance(v, int) and v >= 1, "integers >= 1"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "lr": (lambda v: 0 < v < math.inf, "positive"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0"),
+    "adv_method": (lambda v: v in ADV_METHODS, f"among {', '.join(ADV_METHODS)}"),
+    "adv_eps": (lambda v: 0 <= v <= 1, "in [0, 1] (pixel units)"),
+    "ensemble": (lambda v: isinstance(v, int) and v >= 1, "integers >= 1"),
+}
+
+
+def _check_domain(name: str, spec: ParamSpec) -> None:
+    valid, wanted = _DOMAIN[name]
+    values = list(spec["choices"]) if "choices" in spec else [spec["low"], spec["high"]]
+    for v in values:
+        try:
+            ok = not isinstance(v, bool) and valid(v)
+        except TypeError:  # e.g. a string bound of a numeric parameter
+            ok = False
+        if not ok:
+            raise ConfigError(f"search parameter {name!r}: values must be {wanted}, got {v!r}")
+    if spec.get("log") and "low" in spec and spec["low"] <= 0:
+        raise ConfigError(f"search parameter {name!r}: a log range needs low > 0")
+
+
 def resolve_space(dataset: str, overrides: dict[str, ParamSpec] | None) -> dict[str, ParamSpec]:
     """The dataset's default space with ``overrides`` applied, validated.
 
     Raises:
-        ConfigError: An unknown parameter or a malformed range.
+        ConfigError: An unknown parameter, a malformed range, or values the parameter cannot
+            take (e.g. ``adv_eps`` outside [0, 1]).
     """
     space = {k: dict(v) for k, v in DEFAULT_SPACE[dataset].items()}
     for name, spec in (overrides or {}).items():
@@ -67,6 +104,7 @@ def resolve_space(dataset: str, overrides: dict[str, ParamSpec] | None) -> dict[
             raise ConfigError(f"search parameter {name!r} needs low/high or non-empty choices")
         if "low" in spec and spec["low"] > spec["high"]:
             raise ConfigError(f"search parameter {name!r}: low > high")
+        _check_domain(name, spec)
         space[name] = dict(spec)
     return space
 

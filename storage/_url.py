@@ -76,6 +76,13 @@ def check_url(url: str) -> URL:
     """
     parsed = _parse_url(url)
     backend = parsed.get_backend_name()
+    if backend != "sqlite" and _netloc(url).count("@") > 1:
+        # The parser cuts the password at the first "@" and takes the rest for the host, so a
+        # connection would fail with the password's tail in the driver's message.
+        raise StorageError(
+            f"malformed storage URL {mask_url(url)}: write an '@' in the user name or "
+            "password as %40"
+        )
     if backend not in _BACKENDS:
         # "postgres://" is what Heroku-style services hand out; SQLAlchemy knows no such name.
         hint = " (write postgresql://)" if backend == "postgres" else ""

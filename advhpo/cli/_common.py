@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ def one_line_errors() -> Iterator[None]:
         yield
     except AdvhpoError as e:
         fail(str(e))
+    except OSError as e:  # e.g. a disk that filled up while results were written
+        fail(str(e))
     except KeyboardInterrupt:
         err_console.print("interrupted")
         raise typer.Exit(130) from None
@@ -58,6 +61,23 @@ def eps_option(value: float | None) -> float | None:
     """Typer callback: an L∞ radius must lie in [0, 1] (pixel units)."""
     if value is not None and not 0.0 <= value <= 1.0:
         raise typer.BadParameter(f"must be in [0, 1] (pixel units), got {value}")
+    return value
+
+
+def output_dir_option(value: Path | None) -> Path | None:
+    """Typer callback: a folder the command will write must be creatable, checked before hours
+    of training rather than after."""
+    if value is None:
+        return None
+    if value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"{value} exists and is not a folder")
+    ancestor = value.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise typer.BadParameter(f"cannot create {value}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"cannot create {value}: {ancestor} is not writable")
     return value
 
 

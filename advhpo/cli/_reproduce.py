@@ -22,6 +22,7 @@ from advhpo.cli._common import (
     TrainSubsetOpt,
     folded_help,
     one_line_errors,
+    output_dir_option,
     positive_int,
     progress_bar,
 )
@@ -41,7 +42,10 @@ reproduce = typer.Typer(
 
 OutOpt = Annotated[
     Path | None,
-    typer.Option(help="Also write the result (JSON) and its plot (self-contained HTML) here."),
+    typer.Option(
+        callback=output_dir_option,
+        help="Also write the result (JSON) and its plot (self-contained HTML) here.",
+    ),
 ]
 CycleEvalOpt = Annotated[
     int,

@@ -252,9 +252,11 @@ def _run(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
     url = resolve_storage_url(storage_url)
     check_url(url)
+    placements = None
     if not create_only:
-        # Fetch (or check) the dataset once here: parallel workers must not race to download
-        # it, and missing data must fail before any database file or study is created.
+        # Bad devices and missing data must fail before any database file or study is created.
+        placements = place_workers(devices, workers, trials_per_gpu)
+        # Fetch (or check) the dataset once here: parallel workers must not race to download it.
         load_raw(settings.dataset, data_dir, offline=offline)
     if rdb is None:  # resume passes the storage it already opened: one pool per launcher
         rdb = open_storage(url, create=create, **_heartbeat(grace_period))
@@ -264,7 +266,7 @@ def _run(
             existing = stored_settings(_load(name, rdb))
             settings = dataclasses.replace(settings, sampler=existing.sampler)
     create_or_check_study(name, rdb, settings, baselines=baselines)
-    if create_only:
+    if placements is None:
         if not quiet:
             err_console.print(f"study {name} ready on {mask_url(url)}: {settings.budget} trials")
         return
@@ -273,7 +275,7 @@ def _run(
         artifacts=str(artifacts or default_artifact_dir(url)),
         data_dir=None if data_dir is None else str(data_dir),
         offline=offline,
-        placements=place_workers(devices, workers, trials_per_gpu),
+        placements=placements,
         timeout=timeout,
         **_heartbeat(grace_period),
     )
@@ -381,9 +383,10 @@ def pareto(
 ) -> None:
     """The Pareto front: trial, clean and FGSM accuracy, PGD accuracy, masking flag, params."""
     with one_line_errors():
-        from advhpo.search import front, masking_flag
+        from advhpo.search import front, masking_flag, stored_settings
 
         study = _open_existing(name, storage)
+        stored_settings(study)  # a study advhpo did not make has other objectives: refuse it
         rows = [
             {
                 "number": t.number,

@@ -21,6 +21,7 @@ from advhpo.cli._common import (
     TrainSubsetOpt,
     eps_option,
     one_line_errors,
+    output_dir_option,
     positive_int,
     progress_bar,
 )
@@ -116,7 +117,11 @@ def train(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     save: Annotated[
-        Path | None, typer.Option(help="Write the ensemble (weights + config.json) to this folder.")
+        Path | None,
+        typer.Option(
+            callback=output_dir_option,
+            help="Write the ensemble (weights + config.json) to this folder.",
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

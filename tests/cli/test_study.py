@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pytest
 
 from advhpo.search import DEFAULT_SAMPLER, stored_settings
 from tests.cli.conftest import CliRun
@@ -33,3 +34,32 @@ def test_rerunning_without_sampler_continues_a_study_with_another(
     code, _, err = _create(run_cli, url, "--sampler", "gp")  # asked for explicitly: a conflict
     assert code != 0 and "sampler='tpe' (asked 'gp')" in err
     assert stored_settings(optuna.load_study(study_name="s", storage=url)).sampler == "tpe"
+
+
+def test_bad_devices_fail_before_any_database_is_created(run_cli: CliRun, tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    argv = ["run", "s", "--dataset", "mnist", "--storage", f"sqlite:///{db}", "--quiet"]
+    code, _, err = run_cli([*argv, "--devices", "gpu", "--data-dir", str(tmp_path), "--offline"])
+    assert code == 1 and err.count("\n") == 1 and "bad device 'gpu'" in err
+    assert not db.exists()
+
+
+def test_baselines_outside_the_space_create_no_study(run_cli: CliRun, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    space = tmp_path / "space.toml"
+    space.write_text("[lr]\nlow = 0.05\nhigh = 0.1\n")
+    code, _, err = _create(run_cli, url, "--baselines", "--space", str(space))
+    assert code == 1 and err.count("\n") == 1 and "--baselines needs lr=0.01" in err
+    assert optuna.get_all_study_names(storage=url) == []
+
+
+@pytest.mark.parametrize("command", [["pareto"], ["pareto", "--json"], ["status"], ["export"]])
+def test_a_study_advhpo_did_not_make_is_refused(
+    run_cli: CliRun, tmp_path: Path, command: list[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    foreign = optuna.create_study(study_name="f", storage=url)  # one objective
+    foreign.add_trial(optuna.trial.create_trial(value=0.5))
+    code, out, err = run_cli([command[0], "f", "--storage", url, *command[1:]])
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1 and "was not created by advhpo" in err

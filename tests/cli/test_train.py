@@ -32,6 +32,23 @@ def test_bad_arguments_give_one_line_and_exit_2(
     assert needle in usage_error(argv)
 
 
+@pytest.mark.parametrize(
+    ("command", "flag"), [(["train"], "--save"), (["reproduce", "thesis"], "--out"),
+                          (["reproduce", "gan"], "--out")],
+)  # fmt: skip
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_output_folder_that_cannot_be_made_fails_before_training(
+    tmp_path: Path, usage_error: Callable[[list[str]], str], command: list[str], flag: str,
+    where: str,
+) -> None:  # fmt: skip
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    target = blocker if where == "a file" else blocker / "run"
+    # The data folder is empty: had the option not failed first, loading data would have.
+    err = usage_error([*command, flag, str(target), "--data-dir", str(tmp_path), "--offline"])
+    assert flag in err and "not a folder" in err
+
+
 def test_missing_data_offline_fails_in_one_line_and_writes_nothing(
     tmp_path: Path, run_cli: CliRun
 ) -> None:

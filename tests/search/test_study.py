@@ -110,6 +110,15 @@ def test_space_overrides_are_validated_and_stored(storage_url: str, study_name: 
         ({"colour": {"choices": [1]}}, "unknown search parameter"),
         ({"lr": {"low": 0.1}}, "needs low/high"),
         ({"layers": {"low": 3, "high": 1}}, "low > high"),
+        ({"adv_eps": {"low": 0.5, "high": 3.0}}, r"'adv_eps': values must be in \[0, 1\]"),
+        ({"adv_eps": {"low": -0.1, "high": 0.3}}, "got -0.1"),
+        ({"dropout": {"low": 0.0, "high": 1.0}}, r"in \[0, 1\)"),
+        ({"lr": {"low": 0.0, "high": 0.1}}, "'lr': values must be positive"),
+        ({"weight_decay": {"low": 0.0, "high": 1e-3, "log": True}}, "log range needs low > 0"),
+        ({"layers": {"low": 0, "high": 2}}, "integers >= 1"),
+        ({"ensemble": {"choices": [1, 2.5]}}, "got 2.5"),
+        ({"adv_method": {"choices": ["fgsm", "pgd"]}}, "got 'pgd'"),
+        ({"lr": {"low": "a", "high": "b"}}, "got 'a'"),
     ],
 )
 def test_bad_space_overrides_are_config_errors(space: dict[str, object], message: str) -> None:

@@ -80,6 +80,8 @@ def test_mask_url_never_raises(url: str) -> None:
         "postgresql://bob@db/advhpo",
         "postgresql+psycopg2://bob:pw@db:5432/advhpo",
         "mysql+pymysql://bob@db/advhpo",
+        "mysql+pymysql://bob:p%40ss@db/advhpo",
+        "sqlite:////runs/a@b@c/a.db",  # "@" in a file path is no password
     ],
 )
 def test_check_url_accepts_sqlite_files_postgresql_and_mysql(url: str) -> None:
@@ -98,10 +100,12 @@ def test_check_url_accepts_sqlite_files_postgresql_and_mysql(url: str) -> None:
         ("sqlite:///:memory:", "in-memory"),
         ("sqlite:///file:a.db?mode=memory&uri=true", "in-memory"),
         ("sqlite:///file:a.db?uri=true", "URI filenames"),
+        ("postgresql://bob:s3cr@et@127.0.0.1:1/x", "write an '@' .* as %40"),
+        ("mysql+pymysql://bob:s3cret@@db/x", "as %40"),
     ],
 )
 def test_check_url_rejects_what_many_workers_cannot_share(url: str, words: str) -> None:
     with pytest.raises(StorageError, match=words) as info:
         check_url(url)
-    assert "s3cret" not in str(info.value)
+    assert "s3cret" not in str(info.value) and "et@" not in str(info.value)
     assert len(str(info.value).splitlines()) == 1
