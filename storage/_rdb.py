@@ -137,6 +137,11 @@ def _prepare_sqlite(path: Path, masked: str, *, create: bool) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StorageError(f"cannot open storage {masked}: {_first_line(e)}") from e
+    elif not create and path.is_file() and path.stat().st_size == 0:
+        # SQLite would take it for a new database and the WAL switch below would write it.
+        raise StorageError(
+            f"cannot open storage {masked}: an empty file holds no Optuna study tables"
+        )
     for attempt in range(_INIT_ATTEMPTS):
         try:
             # Done with sqlite3 before SQLAlchemy connects: changing the journal mode needs the

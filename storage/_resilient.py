@@ -11,9 +11,10 @@ busy timeout is retried the same way.
 A write retried after a lost acknowledgement (the connection drops while the server commits)
 applies twice. Attributes and heartbeats are idempotent, and a finished trial cannot be
 finished again (the worker sees it finished and goes on). Creating or claiming a trial is not:
-the retry makes or claims another, and the first is left RUNNING without ever recording a
-heartbeat, which Optuna's stale check skips; ``advhpo.search.fail_stale_trials`` fails and
-re-queues such trials, so they cannot hold the study's budget forever.
+the retry makes or claims another. A new trial or a claimed one is then left RUNNING without
+ever recording a heartbeat, which Optuna's stale check skips; ``advhpo.search.fail_stale_trials``
+fails and re-queues such trials, so they cannot hold the study's budget forever. A queued trial
+(a retry, a baseline) created twice is trained twice: a duplicate result in that rare window.
 """
 
 from __future__ import annotations

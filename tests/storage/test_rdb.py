@@ -105,6 +105,8 @@ def test_create_false_on_an_empty_sqlite_file_says_it_holds_no_study(tmp_path: P
     db.touch()
     with pytest.raises(StorageError, match="holds no Optuna study tables"):
         open_storage(f"sqlite:///{db}", create=False)
+    # Read-only commands leave it as it was (no WAL switch, no -wal/-shm files).
+    assert db.stat().st_size == 0 and [p.name for p in tmp_path.iterdir()] == ["empty.db"]
 
 
 def test_a_file_that_is_not_a_database_is_a_storage_error(tmp_path: Path) -> None:
