@@ -266,7 +266,7 @@ def _run(
             existing = stored_settings(_load(name, rdb))
             settings = dataclasses.replace(settings, sampler=existing.sampler)
     create_or_check_study(name, rdb, settings, baselines=baselines)
-    if placements is None:
+    if create_only or placements is None:
         if not quiet:
             err_console.print(f"study {name} ready on {mask_url(url)}: {settings.budget} trials")
         return
