@@ -15,6 +15,7 @@ EvalSplit = Literal["val", "test"]
 
 DATASETS: tuple[str, ...] = ("mnist", "cifar10")
 ADV_METHODS: tuple[str, ...] = ("none", "fgsm", "fgsm_rs", "generator")
+GEN_INPUTS: tuple[str, ...] = ("image", "gradient")  # what the perturbation generator sees
 EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 # "torch": PyTorch's layer defaults (Kaiming-uniform, a=sqrt(5), weights and uniform biases);
 # "glorot": Glorot-uniform weights and zero biases, Keras's defaults, which the thesis nets had.
@@ -176,6 +177,9 @@ class TrialConfig:
         gen_ratio_schedule: A stepped schedule: the ratio of epoch ``e`` (1-based) is
             ``gen_ratio_schedule[e - 1]``, later epochs keep the last value; replaces
             ``gen_ratio`` and cannot be combined with ``gen_adaptive``. Default ``()``: none.
+        gen_input: What the generator sees: ``"image"``, or ``"gradient"``, the image and the
+            classifier's loss gradient with respect to it (Lee et al. 2017's Generative
+            Adversarial Trainer). Default ``"image"``.
         ensemble: Members trained from different seeds; prediction is their vote. Default 1.
         seed: Seed of member 0; member ``k`` uses ``seed + k``. Default 0.
         eval_eps: L∞ radius of the evaluation attacks (pixel units). Default 0.3.
@@ -205,6 +209,7 @@ class TrialConfig:
     gen_loss_threshold: float = 0.6
     gen_max_ratio: int = 12
     gen_ratio_schedule: tuple[int, ...] = ()
+    gen_input: str = "image"
     ensemble: int = 1
     seed: int = 0
     eval_eps: float = 0.3
@@ -219,6 +224,7 @@ class TrialConfig:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("adv_method", self.adv_method, ADV_METHODS)
         check_choice("eval_split", self.eval_split, EVAL_SPLITS)
+        check_choice("gen_input", self.gen_input, GEN_INPUTS)
         if self.net.dataset != self.dataset:
             raise ConfigError(f"the net is built for {self.net.dataset}, not {self.dataset}")
         check_eps("adv_eps", self.adv_eps)

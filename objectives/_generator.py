@@ -9,6 +9,7 @@ arXiv:1705.03387).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -19,23 +20,48 @@ class PerturbationGenerator(nn.Module):
         channels: Image channels.
         eps: L∞ bound in pixel units; ``tanh`` keeps the raw perturbation inside it.
         width: Hidden conv channels. Default 32.
+        gradient_input: Also see the classifier's loss gradient at the image (Lee et al.
+            2017): three local convs cannot work out from the image alone where the
+            classifier is weak, the gradient tells them. Default False.
     """
 
-    def __init__(self, channels: int, eps: float, width: int = 32) -> None:
+    def __init__(
+        self, channels: int, eps: float, width: int = 32, *, gradient_input: bool = False
+    ) -> None:
         super().__init__()
         self.eps = eps
+        self.gradient_input = gradient_input
         self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1),
+            nn.Conv2d(channels * (2 if gradient_input else 1), width, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(width, width, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(width, channels, 3, padding=1),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, grad: Tensor | None = None) -> Tensor:
+        """Adversarial images for ``x``; ``grad`` (from :func:`input_gradient`) is required
+        when the generator was built with ``gradient_input``."""
         # The input is centred so the generator sees signed contrast, as the classifier does.
-        delta = self.eps * torch.tanh(self.net(x * 2 - 1))
+        inputs = x * 2 - 1
+        if self.gradient_input:
+            if grad is None:
+                raise ValueError("this generator needs the classifier's input gradient")
+            # Scaled per image to [-1, 1]: raw gradients shrink as the classifier grows sure.
+            scale = grad.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+            inputs = torch.cat([inputs, grad / scale], dim=1)
+        delta = self.eps * torch.tanh(self.net(inputs))
         return (x + delta).clamp(0.0, 1.0)
+
+
+def input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """The gradient of ``model``'s cross-entropy on ``(x, y)`` with respect to ``x`` (detached).
+
+    Only ``x``'s gradient is taken: the model's parameter gradients stay untouched.
+    """
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
+    return grad.detach()
 
 
 def generator_loss(logits: Tensor, labels: Tensor) -> Tensor:

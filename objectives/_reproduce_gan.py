@@ -73,7 +73,11 @@ def gan_schedule_changes(name: str, cycles: int) -> dict[str, Any]:
 
 
 def gan_config(
-    fidelity: Fidelity, schedule: str | None, net: NetConfig | None = None
+    fidelity: Fidelity,
+    schedule: str | None,
+    net: NetConfig | None = None,
+    *,
+    gen_input: str = "image",
 ) -> TrialConfig:
     """One training run of the protocol on MNIST at :data:`GAN_EPS`.
 
@@ -82,9 +86,11 @@ def gan_config(
         schedule: One of :data:`GAN_SCHEDULES` for the generator method, or ``None`` for
             the comparison: FGSM adversarial training (Goodfellow's mixed loss).
         net: The classifier; default the thesis MNIST net.
+        gen_input: What the generator sees (:class:`TrialConfig`'s ``gen_input``). Default
+            ``"image"``.
 
     Raises:
-        ConfigError: ``schedule`` is unknown.
+        ConfigError: ``schedule`` or ``gen_input`` is unknown.
     """
     cfg = TrialConfig(
         dataset="mnist",
@@ -105,7 +111,7 @@ def gan_config(
     if schedule is None:
         return cfg
     changes = gan_schedule_changes(schedule, fidelity.epochs)
-    return dataclasses.replace(cfg, adv_method="generator", **changes)
+    return dataclasses.replace(cfg, adv_method="generator", gen_input=gen_input, **changes)
 
 
 def reproduce_gan(
@@ -115,6 +121,7 @@ def reproduce_gan(
     *,
     schedules: Sequence[str] = GAN_SCHEDULES,
     net: NetConfig | None = None,
+    gen_input: str = "image",
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Train the classifier against the generator under each schedule, then FGSM training.
@@ -133,6 +140,8 @@ def reproduce_gan(
         fidelity: Default ``Fidelity()``: 5 cycles on all images.
         schedules: Which of :data:`GAN_SCHEDULES` to run, in order. Default all four.
         net: The classifier; default the thesis MNIST net.
+        gen_input: What the generator sees: ``"image"`` or ``"gradient"`` (the image and the
+            classifier's input gradient). Default ``"image"``.
         progress: Called as work advances, with phases named after the stage.
 
     Returns:
@@ -141,15 +150,21 @@ def reproduce_gan(
         (cumulative), ``gen_ratio`` (at the cycle's end), ``gen_loss`` (mean), ``loss``,
         ``clean_acc, fgsm_acc``; ``final`` scores; ``train_seconds``), ``fgsm_training`` (the
         same for the comparison run, and ``budget_seconds``), ``equal_time`` (one row per
-        schedule), ``n_train``, ``wall_seconds``, ``device`` and the :func:`machine` facts.
+        schedule), ``gen_input``, ``n_train``, ``wall_seconds``, ``device`` and the
+        :func:`machine` facts.
 
     Raises:
-        ConfigError: A schedule name is unknown.
+        ConfigError: A schedule name or ``gen_input`` is unknown.
         DivergenceError: A loss became NaN or infinite.
     """
     fidelity = fidelity or Fidelity()
     start, host = time.perf_counter(), machine()
-    runs = [_generator_run(splits, device, fidelity, name, net, progress) for name in schedules]
+    runs = [
+        _generator_run(
+            splits, device, name, gan_config(fidelity, name, net, gen_input=gen_input), progress
+        )
+        for name in schedules
+    ]
     budget = max((r["train_seconds"] for r in runs), default=0.0)
     fgsm_run = _fgsm_run(splits, device, fidelity, net, budget, progress)
     equal_time = []
@@ -172,6 +187,7 @@ def reproduce_gan(
         "dataset": "mnist",
         "eps": GAN_EPS,
         "fidelity": fidelity.to_dict(),
+        "gen_input": gen_input,
         "cycle": "one epoch of the classifier over the training images; ratio k = k generator "
         "updates before every classifier update, on the same batch",
         "schedules": runs,
@@ -207,12 +223,10 @@ def _final(metrics: dict[str, Any]) -> dict[str, Any]:
 def _generator_run(
     splits: DatasetSplits,
     device: torch.device,
-    fidelity: Fidelity,
     name: str,
-    net: NetConfig | None,
+    cfg: TrialConfig,
     progress: ProgressFn | None,
 ) -> dict[str, Any]:
-    cfg = gan_config(fidelity, name, net)
     cycles: list[dict[str, Any]] = []
     outcome = run_trial(
         cfg,
@@ -223,7 +237,7 @@ def _generator_run(
     )
     return {
         "name": name,
-        "config": {k: getattr(cfg, k) for k in gan_schedule_changes(name, fidelity.epochs)},
+        "config": {k: getattr(cfg, k) for k in gan_schedule_changes(name, cfg.epochs)},
         "cycles": cycles,
         "final": _final(outcome.metrics),
         "train_seconds": outcome.metrics["train_seconds"],

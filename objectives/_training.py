@@ -17,7 +17,7 @@ from advhpo.objectives._attacks import fgsm, fgsm_rs
 from advhpo.objectives._config import TrialConfig
 from advhpo.objectives._data import ImageSet
 from advhpo.objectives._device import amp_dtype, memory_format
-from advhpo.objectives._generator import PerturbationGenerator, generator_loss
+from advhpo.objectives._generator import PerturbationGenerator, generator_loss, input_gradient
 from advhpo.objectives._net import make_net
 
 CHECK_EVERY = 50  # steps between finiteness checks: each check syncs a GPU
@@ -122,7 +122,9 @@ class MemberTrainer:
             self.model = make_net(cfg.net).to(device).to(memory_format=memory_format(device))
             self.gen: PerturbationGenerator | None = None
             if cfg.adv_method == "generator":
-                self.gen = PerturbationGenerator(cfg.net.in_channels, cfg.adv_eps).to(device)
+                self.gen = PerturbationGenerator(
+                    cfg.net.in_channels, cfg.adv_eps, gradient_input=cfg.gen_input == "gradient"
+                ).to(device)
         self.opt = torch.optim.SGD(
             self.model.parameters(),
             lr=cfg.lr,
@@ -166,12 +168,18 @@ class MemberTrainer:
                 idx = order[step * bs : (step + 1) * bs]
                 x = to_float_batch(train.images.index_select(0, idx), self.device)
                 y = train.labels.index_select(0, idx).to(self.device, non_blocking=True)
+                grad = None
                 if self.gen is not None:
-                    gen_loss = self._generator_steps(x, y)
+                    if self.gen.gradient_input:
+                        # Once per batch: the classifier stays the same through the generator's
+                        # steps and up to its own.
+                        with self._autocast():
+                            grad = input_gradient(model, x, y)
+                    gen_loss = self._generator_steps(x, y, grad)
                     gen_total += gen_loss
                     gen_count += 1
                     self._adapt_ratio(gen_loss)
-                loss = self._classifier_step(x, y)
+                loss = self._classifier_step(x, y, grad)
                 total += loss
                 if (step + 1) % CHECK_EVERY == 0 or step == steps - 1:
                     check_finite(
@@ -195,7 +203,7 @@ class MemberTrainer:
         self.history.append(record)
         return record
 
-    def _classifier_step(self, x: Tensor, y: Tensor) -> Tensor:
+    def _classifier_step(self, x: Tensor, y: Tensor, grad: Tensor | None = None) -> Tensor:
         cfg, model = self.cfg, self.model
         with self._autocast():
             if cfg.adv_method == "none":
@@ -211,7 +219,7 @@ class MemberTrainer:
             else:
                 assert self.gen is not None
                 with torch.no_grad():
-                    x_gen = self.gen(x)
+                    x_gen = self.gen(x, grad)
                 inputs, targets = torch.cat([x, x_gen]), torch.cat([y, y])
             loss = F.cross_entropy(model(inputs), targets)
         self.opt.zero_grad(set_to_none=True)
@@ -220,14 +228,14 @@ class MemberTrainer:
         self.scaler.update()
         return loss.detach().float()
 
-    def _generator_steps(self, x: Tensor, y: Tensor) -> float:
+    def _generator_steps(self, x: Tensor, y: Tensor, grad: Tensor | None) -> float:
         """``gen_ratio`` generator updates on this batch against the current classifier."""
         assert self.gen is not None and self.gen_opt is not None
         params = list(self.gen.parameters())
         value = torch.zeros((), device=self.device)
         for _ in range(self.gen_ratio):
             with self._autocast():
-                loss = generator_loss(self.model(self.gen(x)), y)
+                loss = generator_loss(self.model(self.gen(x, grad)), y)
             # The generator minimises its loss (drives p_y down). Only the generator's gradients
             # are taken: the classifier's .grad must stay untouched.
             grads = torch.autograd.grad(loss, params)

@@ -53,6 +53,11 @@ CycleEvalOpt = Annotated[
 ]
 
 
+class GenInput(enum.StrEnum):
+    image = "image"
+    gradient = "gradient"
+
+
 class Schedule(enum.StrEnum):
     two = "2:1"
     four = "4:1"
@@ -135,6 +140,13 @@ def gan(
         list[Schedule] | None,
         typer.Option(help="Run only this schedule; repeatable (default: all four)."),
     ] = None,
+    gen_input: Annotated[
+        GenInput,
+        typer.Option(
+            help="What the generator sees: the image, or also the classifier's input gradient "
+            "(Lee et al. 2017)."
+        ),
+    ] = GenInput.image,
     train_subset: TrainSubsetOpt = None,
     eval_subset: EvalSubsetOpt = None,
     cycle_eval: CycleEvalOpt = 1000,
@@ -173,7 +185,14 @@ def gan(
         def run(
             splits: DatasetSplits, dev: torch.device, progress: ProgressFn | None
         ) -> dict[str, Any]:
-            return reproduce_gan(splits, dev, fidelity, schedules=names, progress=progress)
+            return reproduce_gan(
+                splits,
+                dev,
+                fidelity,
+                schedules=names,
+                gen_input=gen_input.value,
+                progress=progress,
+            )
 
         result = _run("mnist", run, data_dir, offline, device, as_json)
         _finish(result, "gan-mnist", out, as_json)

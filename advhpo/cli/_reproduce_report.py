@@ -144,6 +144,8 @@ def print_gan(result: dict[str, Any]) -> None:
         )
     console.print(final)
     what = f"{_count(result['fidelity']['epochs'], 'cycle')} (a cycle is one epoch)"
+    if result.get("gen_input", "image") == "gradient":  # results saved before lack the key
+        what += "; the generator sees the classifier's input gradient"
     console.print(_footer(result, what), highlight=False)
 
 

@@ -85,6 +85,18 @@ def test_gan_tables_show_cycles_equal_time_and_final_scores(
     for needle in ("accuracy per cycle", "Equal training time", "After the last cycle", "PGD-1"):
         assert needle in out
     assert "generator 4:1" in out
+    assert "input gradient" not in out
+
+
+def test_gan_with_gradient_input_says_so_in_json_and_tables(
+    tiny_mnist: list[float], run_cli: CliRun
+) -> None:
+    argv = ["reproduce", "gan", *GAN_TINY, "--pgd-steps", "1", "--schedule", "2:1"]
+    code, out, _ = run_cli([*argv, "--gen-input", "gradient", "--json"])
+    assert code == 0 and json.loads(out)["gen_input"] == "gradient"
+    code, out, _ = run_cli([*argv, "--gen-input", "gradient"])
+    footer = " ".join(out.split())  # the console wraps it at its width
+    assert code == 0 and "the generator sees the classifier's input gradient" in footer
 
 
 @pytest.mark.real_data

@@ -152,3 +152,12 @@ def test_a_config_saved_before_weight_init_existed_loads_with_torch_init() -> No
     data = TrialConfig(dataset="mnist", net=thesis_mnist()).to_dict()
     del data["net"]["weight_init"]
     assert TrialConfig.from_dict(data).net.weight_init == "torch"
+
+
+def test_the_generator_input_is_checked_and_old_configs_load_as_image() -> None:
+    with pytest.raises(ConfigError, match="unknown gen_input"):
+        TrialConfig(dataset="mnist", net=thesis_mnist(), gen_input="noise")
+    data = TrialConfig(dataset="mnist", net=thesis_mnist(), gen_input="gradient").to_dict()
+    assert TrialConfig.from_dict(data).gen_input == "gradient"
+    del data["gen_input"]  # saved before the field existed
+    assert TrialConfig.from_dict(data).gen_input == "image"

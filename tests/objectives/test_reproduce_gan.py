@@ -69,6 +69,14 @@ def test_each_schedule_configures_the_generator_method(name: str, fields: dict[s
     assert {k: getattr(cfg, k) for k in fields} == fields
 
 
+def test_the_generator_input_reaches_the_config_and_the_result(result: dict[str, Any]) -> None:
+    assert gan_config(TINY, "2:1").gen_input == "image"
+    assert gan_config(TINY, "2:1", gen_input="gradient").gen_input == "gradient"
+    assert result["gen_input"] == "image"
+    with pytest.raises(ConfigError, match="unknown gen_input"):
+        gan_config(TINY, "2:1", gen_input="noise")
+
+
 def test_the_comparison_is_fgsm_training_and_unknown_schedules_are_errors() -> None:
     cfg = gan_config(TINY, None)
     assert (cfg.adv_method, cfg.adv_eps) == ("fgsm", 0.3)

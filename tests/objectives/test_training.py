@@ -20,6 +20,20 @@ def _cfg(**changes: Any) -> TrialConfig:
     return TrialConfig(dataset="mnist", net=net, **kwargs)
 
 
+# Training methods as test ids; "generator/gradient" is the generator that sees input gradients.
+METHODS = ["none", "fgsm", "fgsm_rs", "generator", "generator/gradient"]
+
+
+def _method_cfg(method: str, eps: float, **changes: Any) -> TrialConfig:
+    adv_method, _, gen_input = method.partition("/")
+    return _cfg(
+        adv_method=adv_method,
+        adv_eps=0.0 if method == "none" else eps,
+        gen_input=gen_input or "image",
+        **changes,
+    )
+
+
 def _weights(t: MemberTrainer) -> list[torch.Tensor]:
     return [p.detach().clone() for p in t.model.parameters()]
 
@@ -49,11 +63,11 @@ def test_members_differ_and_do_not_depend_on_each_other(tiny_splits: DatasetSpli
     assert not _same(_weights(pair[0]), _weights(pair[1]))
 
 
-@pytest.mark.parametrize("method", ["none", "fgsm", "fgsm_rs", "generator"])
+@pytest.mark.parametrize("method", METHODS)
 def test_resuming_from_a_state_dict_continues_exactly(
     tiny_splits: DatasetSplits, method: str
 ) -> None:
-    cfg = _cfg(adv_method=method, adv_eps=0.0 if method == "none" else 0.2, seed=5)
+    cfg = _method_cfg(method, 0.2, seed=5)
     straight = MemberTrainer(cfg, 0, CPU)
     straight.train_epoch(tiny_splits.train)
     straight.train_epoch(tiny_splits.train)
@@ -91,9 +105,9 @@ def test_resuming_keeps_the_adaptive_ratio_s_half_filled_window(
     assert _same(_weights(resumed), _weights(straight))
 
 
-@pytest.mark.parametrize("method", ["none", "fgsm", "fgsm_rs", "generator"])
+@pytest.mark.parametrize("method", METHODS)
 def test_every_method_lowers_the_loss(tiny_splits: DatasetSplits, method: str) -> None:
-    cfg = _cfg(adv_method=method, adv_eps=0.0 if method == "none" else 0.1)
+    cfg = _method_cfg(method, 0.1)
     t = MemberTrainer(cfg, 0, CPU)
     losses = [t.train_epoch(tiny_splits.train)["loss"] for _ in range(4)]
     assert losses[-1] < losses[0]
@@ -132,7 +146,10 @@ def test_a_stepped_ratio_schedule_sets_each_epochs_ratio(tiny_splits: DatasetSpl
     assert ratios == [2, 3, 3]  # epochs past the schedule keep its last ratio
 
 
-def test_generator_updates_lower_the_generator_loss(tiny_splits: DatasetSplits) -> None:
+@pytest.mark.parametrize("gen_input", ["image", "gradient"])
+def test_generator_updates_lower_the_generator_loss(
+    tiny_splits: DatasetSplits, gen_input: str
+) -> None:
     # The classifier barely moves (lr 1e-12) and has no dropout, and each epoch is one batch of
     # the same images: only the generator changes what the loss sees, so the loss must fall.
     net = NetConfig(dataset="mnist", blocks=((8,),), dense=(32,), conv_dropout=0, dense_dropout=0)
@@ -144,7 +161,9 @@ def test_generator_updates_lower_the_generator_loss(tiny_splits: DatasetSplits) 
         adv_method="generator",
         adv_eps=0.3,
         gen_ratio=4,
+        gen_input=gen_input,
     )
     t = MemberTrainer(cfg, 0, CPU)
+    assert t.gen is not None and t.gen.gradient_input == (gen_input == "gradient")
     losses = [t.train_epoch(tiny_splits.train)["gen_loss"] for _ in range(3)]
     assert losses[2] < losses[1] < losses[0]
