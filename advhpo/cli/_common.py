@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import inspect
 import os
 import sys
@@ -89,6 +90,18 @@ def positive_int(value: int | None) -> int | None:
 
 
 # Options shared by the commands that train and score outside a study (train, reproduce).
+class GenInput(enum.StrEnum):
+    image = "image"
+    gradient = "gradient"
+
+
+GenInputOpt = Annotated[
+    GenInput,
+    typer.Option(
+        help="What the perturbation generator sees: the image, or also the classifier's input "
+        "gradient (Lee et al. 2017)."
+    ),
+]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(help="Folder with MNIST/raw or cifar-10-batches-{bin,py} (env: ADVHPO_DATA_DIR)."),

@@ -14,6 +14,8 @@ from advhpo.cli._common import (
     DataDirOpt,
     DeviceOpt,
     EvalSubsetOpt,
+    GenInput,
+    GenInputOpt,
     JsonOpt,
     OfflineOpt,
     PgdStepsOpt,
@@ -51,11 +53,6 @@ CycleEvalOpt = Annotated[
     int,
     typer.Option(callback=positive_int, help="Test images scored (clean, FGSM) after every cycle."),
 ]
-
-
-class GenInput(enum.StrEnum):
-    image = "image"
-    gradient = "gradient"
 
 
 class Schedule(enum.StrEnum):
@@ -140,13 +137,7 @@ def gan(
         list[Schedule] | None,
         typer.Option(help="Run only this schedule; repeatable (default: all four)."),
     ] = None,
-    gen_input: Annotated[
-        GenInput,
-        typer.Option(
-            help="What the generator sees: the image, or also the classifier's input gradient "
-            "(Lee et al. 2017)."
-        ),
-    ] = GenInput.image,
+    gen_input: GenInputOpt = GenInput.image,
     train_subset: TrainSubsetOpt = None,
     eval_subset: EvalSubsetOpt = None,
     cycle_eval: CycleEvalOpt = 1000,

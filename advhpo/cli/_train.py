@@ -14,6 +14,8 @@ from advhpo.cli._common import (
     DataDirOpt,
     DeviceOpt,
     EvalSubsetOpt,
+    GenInput,
+    GenInputOpt,
     JsonOpt,
     OfflineOpt,
     PgdStepsOpt,
@@ -100,6 +102,7 @@ def train(
     gen_adaptive: Annotated[
         bool, typer.Option(help="Raise the generator ratio while its loss is above 0.6.")
     ] = False,
+    gen_input: GenInputOpt = GenInput.image,
     ensemble: Annotated[
         int, typer.Option(callback=positive_int, help="Members voting (different seeds).")
     ] = 1,
@@ -168,6 +171,7 @@ def train(
             adv_eps=(default_eps if method != "none" else 0.0) if adv_eps is None else adv_eps,
             gen_ratio=gen_ratio,
             gen_adaptive=gen_adaptive,
+            gen_input=gen_input.value,
             ensemble=ensemble,
             seed=seed,
             eval_eps=default_eps if eval_eps is None else eval_eps,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from advhpo.objectives import load_ensemble, load_splits
+import advhpo.objectives
+from advhpo.objectives import DatasetSplits, load_ensemble, load_splits
 
 CliRun = Callable[[list[str]], tuple[int, str, str]]
 
@@ -80,6 +81,16 @@ def test_unavailable_device_is_one_line(run_cli: CliRun) -> None:
         pytest.skip("a GPU is present")
     code, _, err = run_cli(["train", "--device", "cuda"])
     assert code == 1 and "CUDA is not available" in err
+
+
+def test_the_generator_method_takes_its_input_from_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, tiny_splits: DatasetSplits, run_cli: CliRun
+) -> None:
+    monkeypatch.setattr(advhpo.objectives, "load_splits", lambda *a, **k: tiny_splits)
+    argv = ["train", "--dataset", "mnist", "--layers", "1", "--epochs", "1", "--pgd-steps", "1"]
+    argv += ["--adv-method", "generator", "--gen-input", "gradient", "--json"]
+    code, out, _ = run_cli(argv)
+    assert code == 0 and json.loads(out)["config"]["gen_input"] == "gradient"
 
 
 def test_cli_import_does_not_load_torch() -> None:
