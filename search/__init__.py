@@ -55,9 +55,9 @@ from advhpo.search._space import (
     space_distributions,
     suggest_config,
 )
-from advhpo.search._stale import fail_stale_trials
 from advhpo.search._worker import (
     WorkerSpec,
+    fail_stale_trials,
     host_name,
     make_sampler,
     worker_main,

@@ -30,7 +30,6 @@ from advhpo.search._fail_reason import FAIL_REASON_ATTR
 from advhpo.search._sampler_state import load_sampler_state, save_sampler_state
 from advhpo.search._settings import StudySettings, stored_settings
 from advhpo.search._space import suggest_config
-from advhpo.search._stale import fail_stale_trials
 from advhpo.storage import original_trial_number
 
 _MAX_REQUEUES = 100  # interruptions of one trial before it is left failed
@@ -182,7 +181,7 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
             retry(study, trial)
 
     while not stop.requested:
-        fail_stale_trials(study, storage)
+        fail_stale_trials(study)
         done, running = budget_counts(study)
         if done >= settings.budget or (spec.deadline and time.time() > spec.deadline):
             break
@@ -199,14 +198,15 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
             # reach for the grace period), and its retry continues from the checkpoint; or our
             # own tell committed but its acknowledgement was lost and the retry was refused.
             # Either way the trial is settled: go on.
-            state = (
-                None if objective.current is None else _state(storage, study_id, objective.current)
-            )
-            if state is None or not state.is_finished():
+            current = objective.current
+            if current is None:
+                raise
+            state = storage.get_trial(current._trial_id).state
+            if not state.is_finished():
                 raise
             if state == TrialState.FAIL:
                 print(
-                    f"worker {spec.worker_id}: trial {objective.current} was failed for missed "
+                    f"worker {spec.worker_id}: trial {current.number} was failed for missed "
                     "heartbeats meanwhile; its retry continues from the checkpoint",
                     flush=True,
                 )
@@ -214,9 +214,13 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
     return 0
 
 
-def _state(storage: optuna.storages.BaseStorage, study_id: int, number: int) -> TrialState:
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
-    return storage.get_trial(trial_id).state
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail (and so retry) trials whose worker is gone (see
+    :meth:`advhpo.storage.ResilientRDBStorage._get_stale_trial_ids` for which)."""
+    with warnings.catch_warnings():
+        # Experimental since Optuna 2.9 and stable in use; the warning would flood the logs.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def host_name() -> str:
@@ -251,12 +255,12 @@ class _Objective:
             if settings.early_stop is None
             else EarlyStopRule(settings.early_stop, settings.early_stop_min_trials)
         )
-        self.current: int | None = None  # number of the trial being run
+        self.current: optuna.Trial | None = None  # the trial being run
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         from advhpo.objectives import make_ensemble_trainer, run_trial
 
-        self.current = trial.number
+        self.current = trial
         self._claim_budget(trial)
         # A retry inherits its predecessor's attributes; only this attempt's own end may say
         # why it failed (an attempt that dies without a word is told as lost, fail_reason()).

@@ -12,9 +12,10 @@ A write retried after a lost acknowledgement (the connection drops while the ser
 applies twice. Attributes and heartbeats are idempotent, and a finished trial cannot be
 finished again (the worker sees it finished and goes on). Creating or claiming a trial is not:
 the retry makes or claims another. A new trial or a claimed one is then left RUNNING without
-ever recording a heartbeat, which Optuna's stale check skips; ``advhpo.search.fail_stale_trials``
-fails and re-queues such trials, so they cannot hold the study's budget forever. A queued trial
-(a retry, a baseline) created twice is trained twice: a duplicate result in that rare window.
+ever recording a heartbeat, which Optuna's stale check skips; this storage's stale check
+returns such trials too, so they are failed and re-queued and cannot hold the study's budget
+forever. A queued trial (a retry, a baseline) created twice is trained twice: a duplicate
+result in that rare window.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import optuna
@@ -67,7 +69,6 @@ _RETRIED = (
     "get_all_trials",
     "get_best_trial",
     "record_heartbeat",
-    "_get_stale_trial_ids",  # called by optuna.storages.fail_stale_trials
 )
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -132,16 +133,28 @@ class ResilientRDBStorage(RDBStorage):
     """
 
     @_retrying
-    def trials_with_heartbeat(self, trial_ids: Collection[int]) -> set[int]:
-        """The trials among ``trial_ids`` that have recorded at least one heartbeat."""
-        if not trial_ids:
-            return set()
-        # Optuna's schema has no public reader for this; its table has been stable since 2.9.
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials, and RUNNING trials that never recorded a heartbeat and started
+        more than twice the grace period ago, which Optuna's check skips.
+
+        ``optuna.storages.fail_stale_trials`` (and every ``study.optimize``) fails and re-queues
+        what this returns. Trials started without heartbeats (e.g. by ``optuna ask``) count as
+        gone too.
+        """
+        stale = RDBStorage._get_stale_trial_ids(self, study_id)
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        # datetime_start is the creating host's naive local time. A live trial records its
+        # first heartbeat within milliseconds of starting, so clock skew between hosts can only
+        # misjudge a trial in those milliseconds; twice the grace leaves room for a slow one.
+        cutoff = datetime.now() - timedelta(seconds=2 * grace)
         query = sqlalchemy.text(
-            "SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids"
-        ).bindparams(sqlalchemy.bindparam("ids", expanding=True))
+            "SELECT t.trial_id FROM trials t WHERE t.study_id = :study AND t.state = 'RUNNING' "
+            "AND t.datetime_start < :cutoff AND NOT EXISTS "
+            "(SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
+        )
         with self.engine.connect() as conn:
-            return {int(row[0]) for row in conn.execute(query, {"ids": list(trial_ids)})}
+            rows = conn.execute(query, {"study": study_id, "cutoff": cutoff})
+            return stale + [int(row[0]) for row in rows]
 
 
 for _name in _RETRIED:

@@ -194,7 +194,7 @@ def resume(
 
         rdb = open_storage(storage, create=False, **_heartbeat(grace_period))
         study = _load(name, rdb)
-        fail_stale_trials(study, rdb)
+        fail_stale_trials(study)
         _run(
             name,
             storage,
