@@ -233,7 +233,7 @@ class TrialConfig:
             check_eps("eps_grid", eps)
         _check_positive("lr", self.lr)
         _check_range("momentum", self.momentum, 0.0, 1.0)
-        _check_range("weight_decay", self.weight_decay, 0.0, math.inf)
+        _check_range("weight_decay", self.weight_decay, 0.0, math.inf, high_open=True)
         _check_range("val_fraction", self.val_fraction, 0.0, 0.5, high_open=True)
         for name in ("batch_size", "epochs", "ensemble", "gen_ratio", "gen_max_ratio", "pgd_steps"):
             if getattr(self, name) < 1:

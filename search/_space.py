@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,6 @@ import optuna
 
 from advhpo._errors import ConfigError
 from advhpo.objectives._config import (
-    ADV_METHODS,
     PRESETS,
     NetConfig,
     TrialConfig,
@@ -62,29 +59,31 @@ def load_space_file(path: Path) -> dict[str, ParamSpec]:
     return data
 
 
-# What each parameter's bounds and choices may hold: what TrialConfig would refuse, refused
-# when the study is created rather than as a failed trial later.
-_DOMAIN: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "layers": (lambda v: isinstance(v, int) and v >= 1, "integers >= 1"),
-    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "lr": (lambda v: 0 < v < math.inf, "positive"),
-    "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0"),
-    "adv_method": (lambda v: v in ADV_METHODS, f"among {', '.join(ADV_METHODS)}"),
-    "adv_eps": (lambda v: 0 <= v <= 1, "in [0, 1] (pixel units)"),
-    "ensemble": (lambda v: isinstance(v, int) and v >= 1, "integers >= 1"),
-}
+# Counts: a float range here would be sampled as floats and truncated without a word.
+_INTEGER_PARAMS = ("layers", "ensemble")
 
 
-def _check_domain(name: str, spec: ParamSpec) -> None:
-    valid, wanted = _DOMAIN[name]
+def _check_domain(dataset: str, name: str, spec: ParamSpec) -> None:
+    """Refuse, when the study is created, bounds or choices a trial's config would refuse.
+
+    Each bound and choice is built into a config beside the default space's first values,
+    so the bounds live in one place (:class:`TrialConfig`, :class:`NetConfig`), and a net
+    too deep for the image is caught here rather than as every deep trial failing later.
+    """
+    base = {
+        k: v["choices"][0] if "choices" in v else v["low"]
+        for k, v in DEFAULT_SPACE[dataset].items()
+    }
+    # adv_eps is probed undefended: a range may start at 0 (never sampled exactly).
+    base["adv_method"] = "none" if name == "adv_eps" else base["adv_method"]
     values = list(spec["choices"]) if "choices" in spec else [spec["low"], spec["high"]]
     for v in values:
+        if isinstance(v, bool) or (name in _INTEGER_PARAMS and not isinstance(v, int)):
+            raise ConfigError(f"search parameter {name!r}: values must be integers, got {v!r}")
         try:
-            ok = not isinstance(v, bool) and valid(v)
-        except TypeError:  # e.g. a string bound of a numeric parameter
-            ok = False
-        if not ok:
-            raise ConfigError(f"search parameter {name!r}: values must be {wanted}, got {v!r}")
+            _config(dataset, {**base, name: v})
+        except (ConfigError, TypeError, ValueError) as e:
+            raise ConfigError(f"search parameter {name!r}: {e}") from e
     if spec.get("log") and "low" in spec and spec["low"] <= 0:
         raise ConfigError(f"search parameter {name!r}: a log range needs low > 0")
 
@@ -104,7 +103,7 @@ def resolve_space(dataset: str, overrides: dict[str, ParamSpec] | None) -> dict[
             raise ConfigError(f"search parameter {name!r} needs low/high or non-empty choices")
         if "low" in spec and spec["low"] > spec["high"]:
             raise ConfigError(f"search parameter {name!r}: low > high")
-        _check_domain(name, spec)
+        _check_domain(dataset, name, spec)
         space[name] = dict(spec)
     return space
 
@@ -156,25 +155,37 @@ def suggest_config(trial: optuna.Trial, settings: StudySettings) -> TrialConfig:
     values = {
         name: _suggest(trial, name, spec) for name, spec in space.items() if name != "adv_eps"
     }
-    adv_method = str(values["adv_method"])
-    adv_eps = 0.0 if adv_method == "none" else float(_suggest(trial, "adv_eps", space["adv_eps"]))
-    net = baseline_net(trial) or family_net(
-        settings.dataset, int(values["layers"]), float(values["dropout"])
-    )
-    return TrialConfig(
-        dataset=settings.dataset,
-        net=net,
-        lr=float(values["lr"]),
-        weight_decay=float(values["weight_decay"]),
+    if values["adv_method"] != "none":
+        values["adv_eps"] = _suggest(trial, "adv_eps", space["adv_eps"])
+    return _config(
+        settings.dataset,
+        values,
+        net=baseline_net(trial),
         epochs=settings.epochs,
         train_subset=settings.train_subset,
-        adv_method=adv_method,
-        adv_eps=adv_eps,
-        ensemble=int(values["ensemble"]),
         seed=settings.seed + 1000 * original_trial_number(trial),
         eval_eps=settings.eval_eps,
         eval_split="val",
         eval_subset=settings.eval_subset,
         epoch_eval=settings.epoch_eval,
         eps_grid=eps_curve_grid(settings.eval_eps),
+    )
+
+
+def _config(
+    dataset: str, values: dict[str, Any], net: NetConfig | None = None, **fields: Any
+) -> TrialConfig:
+    """The one mapping from searched values to a config (sampling and validation share it).
+
+    ``net`` replaces the family net (a baseline's preset); ``adv_eps`` defaults to 0.
+    """
+    return TrialConfig(
+        dataset=dataset,
+        net=net or family_net(dataset, int(values["layers"]), float(values["dropout"])),
+        lr=float(values["lr"]),
+        weight_decay=float(values["weight_decay"]),
+        adv_method=str(values["adv_method"]),
+        adv_eps=float(values.get("adv_eps", 0.0)),
+        ensemble=int(values["ensemble"]),
+        **fields,
     )

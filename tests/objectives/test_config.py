@@ -60,6 +60,8 @@ def test_forward_flops_of_the_thesis_mnist_net() -> None:
         ({"eps_grid": (0.0, 2.0)}, "eps_grid"),
         ({"adv_method": "fgsm"}, "needs adv_eps > 0"),
         ({"lr": 0.0}, "lr must be a positive"),
+        ({"weight_decay": float("inf")}, r"weight_decay must be in \[0.0, inf\)"),
+        ({"weight_decay": -1e-4}, "weight_decay must be in"),
         ({"ensemble": 0}, "ensemble must be >= 1"),
         ({"eval_split": "train"}, "unknown eval_split"),
         ({"val_fraction": 0.5}, "val_fraction"),
