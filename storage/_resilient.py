@@ -10,21 +10,24 @@ busy timeout is retried the same way.
 
 A write retried after a lost acknowledgement (the connection drops while the server commits)
 applies twice. Attributes and heartbeats are idempotent, and a finished trial cannot be
-finished again (the worker sees it finished and goes on). Creating or claiming a trial is not:
-the retry makes or claims another. A new trial or a claimed one is then left RUNNING without
-ever recording a heartbeat, which Optuna's stale check skips; this storage's stale check
-returns such trials too, so they are failed and re-queued and cannot hold the study's budget
-forever. A queued trial (a retry, a baseline) created twice is trained twice: a duplicate
-result in that rare window.
+finished again (the worker sees it finished and goes on). A trial made from a template (a
+queued retry, a baseline) carries a fresh token in its system attributes, and a retried
+creation first looks for the token, so it is made once and trained once. A new empty trial or
+a claimed one may still be made or claimed twice; the extra one is left RUNNING without ever
+recording a heartbeat, which Optuna's stale check skips; this storage's stale check returns
+such trials too, so they are failed and re-queued and cannot hold the study's budget forever.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import json
 import random
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -32,6 +35,8 @@ from typing import Any, TypeVar
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial
 from sqlalchemy import exc as sa_exc
 
 OUTAGE_SECONDS = 180.0  # a restart takes seconds; a fail-over or a node reboot, a minute or two
@@ -40,8 +45,9 @@ _MAX_WAIT = 10.0
 
 # The methods of RDBStorage that open a session. Optuna's _CachedStorage, which wraps an
 # RDBStorage inside every Study, calls some private ones directly, so those are listed too.
+# create_new_trial is absent: it calls _create_new_trial, whose override below is where a
+# creation is retried (a retry of the outer call would mint a second token).
 _RETRIED = (
-    "_create_new_trial",
     "_get_trials",
     "_get_best_trial_id",
     "_set_trial_param",
@@ -57,7 +63,6 @@ _RETRIED = (
     "get_trial_user_attrs",
     "get_trial_system_attrs",
     "get_all_studies",
-    "create_new_trial",
     "set_trial_param",
     "get_trial_param",
     "set_trial_state_values",
@@ -70,6 +75,8 @@ _RETRIED = (
     "get_best_trial",
     "record_heartbeat",
 )
+
+CREATE_TOKEN_ATTR = "advhpo:create_token"  # system attribute naming one creation request
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _inside = threading.local()  # a retried call that calls another must not nest the waits
@@ -131,6 +138,41 @@ class ResilientRDBStorage(RDBStorage):
     Calls that fail because the connection failed are retried with back-off for up to
     :data:`OUTAGE_SECONDS`; other errors surface at once.
     """
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        """Optuna's trial creation, retried; a templated one tagged so it is made only once."""
+        if template_trial is not None:
+            template_trial = copy.copy(template_trial)
+            template_trial.system_attrs = {
+                **template_trial.system_attrs,
+                CREATE_TOKEN_ATTR: uuid.uuid4().hex,
+            }
+        return _retrying(RDBStorage._create_new_trial)(self, study_id, template_trial)
+
+    def _get_prepared_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None, session: Any
+    ) -> Any:
+        """The new trial's row, or the row an earlier attempt of the same creation committed.
+
+        Runs inside the creating transaction, which holds the study's row lock, so both this
+        storage's retries and Optuna's own (after a lost acknowledgement) find the first copy.
+        """
+        token = (
+            None if template_trial is None else template_trial.system_attrs.get(CREATE_TOKEN_ATTR)
+        )
+        if token is not None:
+            query = sqlalchemy.text(
+                "SELECT a.trial_id FROM trial_system_attributes a JOIN trials t "
+                "ON t.trial_id = a.trial_id WHERE t.study_id = :study AND a.key = :key "
+                "AND a.value_json = :value"
+            )
+            params = {"study": study_id, "key": CREATE_TOKEN_ATTR, "value": json.dumps(token)}
+            made = session.execute(query, params).first()
+            if made is not None:
+                return session.get(models.TrialModel, int(made[0]))
+        return RDBStorage._get_prepared_new_trial(self, study_id, template_trial, session)
 
     @_retrying
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:

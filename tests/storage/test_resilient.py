@@ -7,9 +7,11 @@ import socket
 import sqlite3
 import threading
 import time
+from typing import Any
 
 import optuna
 import pytest
+from optuna.storages import RDBStorage
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
@@ -138,4 +140,64 @@ def test_storage_calls_wait_out_a_server_outage(storage_url: str, study_name: st
     assert time.monotonic() - start >= 2.0
     assert study.user_attrs["after_the_outage"] is True
     assert [t.values for t in study.get_trials()] == [[0.5, 0.5]]
+    storage.engine.dispose()
+
+
+def _lose_the_first_ack(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """The first trial creation commits, then its connection drops before the reply."""
+    monkeypatch.setattr(resilient, "_FIRST_WAIT", 0.01)
+    real = RDBStorage._create_new_trial
+    calls = {"n": 0}
+
+    def create(self: RDBStorage, *args: Any, **kwargs: Any) -> optuna.trial.FrozenTrial:
+        calls["n"] += 1
+        trial = real(self, *args, **kwargs)
+        if calls["n"] == 1:
+            error = optuna.exceptions.StorageInternalError("connection lost")
+            error.__cause__ = sa_exc.OperationalError("COMMIT", {}, OSError("reset"), True)
+            raise error
+        return trial
+
+    monkeypatch.setattr(RDBStorage, "_create_new_trial", create)
+    return calls
+
+
+def _waiting(user_attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, user_attrs=user_attrs)
+
+
+@pytest.mark.parametrize("via", ["enqueue", "storage"])
+def test_a_queued_trial_whose_creation_ack_is_lost_is_made_once(
+    storage_url: str, study_name: str, monkeypatch: pytest.MonkeyPatch, via: str
+) -> None:
+    storage = open_storage(storage_url)
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, directions=["maximize", "maximize"]
+    )
+    calls = _lose_the_first_ack(monkeypatch)
+    if via == "enqueue":  # through Optuna's cached storage, as workers and baselines do
+        study.enqueue_trial({"lr": 0.05})
+    else:  # the public storage call, as RetryFailedTrialCallback makes it
+        storage.create_new_trial(study._study_id, template_trial=_waiting({"retry_of": 3}))
+    trials = study.get_trials(deepcopy=False)
+    assert calls["n"] == 2  # retried, and the retry found the committed trial
+    assert len(trials) == 1 and trials[0].state == optuna.trial.TrialState.WAITING
+    storage.engine.dispose()
+
+
+def test_optunas_own_retry_of_a_tagged_creation_finds_the_first_copy(
+    storage_url: str, study_name: str
+) -> None:
+    # Optuna's RDBStorage._create_new_trial retries a failed session itself, with the same
+    # template: the repeat must return the trial the first attempt committed.
+    storage = open_storage(storage_url)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], study_name)
+    template = _waiting({"k": 1})
+    template.system_attrs = {resilient.CREATE_TOKEN_ATTR: "t0"}
+    first = RDBStorage._create_new_trial(storage, study_id, template)
+    again = RDBStorage._create_new_trial(storage, study_id, template)
+    other = storage.create_new_trial(study_id, template_trial=_waiting({"k": 2}))
+    assert again._trial_id == first._trial_id and again.number == first.number == 0
+    assert [t.user_attrs["k"] for t in storage.get_all_trials(study_id)] == [1, 2]
+    assert other != first._trial_id
     storage.engine.dispose()
