@@ -235,6 +235,8 @@ class TrialConfig:
         _check_range("momentum", self.momentum, 0.0, 1.0)
         _check_range("weight_decay", self.weight_decay, 0.0, math.inf, high_open=True)
         _check_range("val_fraction", self.val_fraction, 0.0, 0.5, high_open=True)
+        if self.eval_split == "val" and self.val_fraction == 0.0:
+            raise ConfigError("eval_split 'val' needs val_fraction > 0: nothing is held out")
         for name in ("batch_size", "epochs", "ensemble", "gen_ratio", "gen_max_ratio", "pgd_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

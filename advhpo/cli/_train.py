@@ -83,6 +83,13 @@ def train(
         int, typer.Option(callback=positive_int, help="Images per SGD step.")
     ] = 128,
     train_subset: TrainSubsetOpt = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of the official training set held out for validation, in [0, 0.5); "
+            "0 trains on all of it (needs --eval-split test).",
+        ),
+    ] = 0.1,
     adv_method: Annotated[
         AdvMethod, typer.Option(help="Adversarial training method.")
     ] = AdvMethod.none,
@@ -167,6 +174,7 @@ def train(
             batch_size=batch_size,
             epochs=epochs,
             train_subset=train_subset,
+            val_fraction=val_fraction,
             adv_method=method,
             adv_eps=(default_eps if method != "none" else 0.0) if adv_eps is None else adv_eps,
             gen_ratio=gen_ratio,

@@ -93,6 +93,27 @@ def test_the_generator_method_takes_its_input_from_the_command_line(
     assert code == 0 and json.loads(out)["config"]["gen_input"] == "gradient"
 
 
+def test_val_fraction_zero_trains_on_the_whole_training_set_for_a_test_score(
+    monkeypatch: pytest.MonkeyPatch, tiny_splits: DatasetSplits, run_cli: CliRun
+) -> None:
+    asked: dict[str, object] = {}
+
+    def load(*args: object, **kwargs: object) -> DatasetSplits:
+        asked.update(kwargs)
+        return tiny_splits
+
+    monkeypatch.setattr(advhpo.objectives, "load_splits", load)
+    argv = ["train", "--layers", "1", "--epochs", "1", "--pgd-steps", "1", "--json"]
+    code, out, _ = run_cli([*argv, "--val-fraction", "0", "--eval-split", "test"])
+    assert code == 0 and asked["val_fraction"] == 0.0
+    assert json.loads(out)["config"]["val_fraction"] == 0.0
+    # Scoring on a validation split that holds nothing is refused before any data is read.
+    asked.clear()
+    code, _, err = run_cli([*argv, "--val-fraction", "0"])
+    assert code == 1 and err.count("\n") == 1 and "needs val_fraction > 0" in err
+    assert not asked
+
+
 def test_cli_import_does_not_load_torch() -> None:
     code = "import sys, advhpo.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

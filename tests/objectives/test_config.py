@@ -65,6 +65,7 @@ def test_forward_flops_of_the_thesis_mnist_net() -> None:
         ({"ensemble": 0}, "ensemble must be >= 1"),
         ({"eval_split": "train"}, "unknown eval_split"),
         ({"val_fraction": 0.5}, "val_fraction"),
+        ({"val_fraction": 0.0}, "eval_split 'val' needs val_fraction > 0"),
         ({"gen_ratio_schedule": (6, 0)}, "gen_ratio_schedule must hold ratios >= 1"),
         ({"gen_ratio_schedule": (6, 8), "gen_adaptive": True}, "exclude each other"),
     ],
