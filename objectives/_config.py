@@ -166,7 +166,8 @@ class TrialConfig:
         batch_size: Images per SGD step. Default 128.
         epochs: Passes over the training images. Default 2.
         train_subset: Training images used (``None``: the whole training split).
-        val_fraction: Share of the official training set held out for validation. Default 0.1.
+        val_fraction: Share of the official training set held out for validation, in [0, 0.5);
+            0 (train on all of it) needs ``eval_split="test"``. Default 0.1.
         adv_method: ``"none"``, ``"fgsm"`` (Goodfellow mixed loss), ``"fgsm_rs"`` (Wong
             random start) or ``"generator"`` (GAN-style perturbation generator).
         adv_eps: Training L∞ radius in [0, 1] pixel units. Default 0.0.
