@@ -74,8 +74,8 @@ def _check_domain(dataset: str, name: str, spec: ParamSpec) -> None:
         k: v["choices"][0] if "choices" in v else v["low"]
         for k, v in DEFAULT_SPACE[dataset].items()
     }
-    # adv_eps is probed undefended: a range may start at 0 (never sampled exactly).
-    base["adv_method"] = "none" if name == "adv_eps" else base["adv_method"]
+    if name == "adv_eps":  # probed undefended: a range may start at 0 (never sampled exactly)
+        base["adv_method"] = "none"
     values = list(spec["choices"]) if "choices" in spec else [spec["low"], spec["high"]]
     for v in values:
         if isinstance(v, bool) or (name in _INTEGER_PARAMS and not isinstance(v, int)):
