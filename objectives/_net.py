@@ -27,9 +27,11 @@ class Normalize(nn.Module):
 class Dropout(nn.Module):
     """Inverted dropout with probability ``p``; identity in eval mode.
 
-    Same semantics as :class:`torch.nn.Dropout`, but on the CPU ATen's ``bernoulli_`` takes
-    ~13 ms for one (128, 64, 12, 12) batch while ``rand_like`` + compare takes ~4 ms: a tenth
-    of a thesis-MNIST training step. CUDA keeps the fused kernel of ``F.dropout``.
+    Same semantics as :class:`torch.nn.Dropout`, with ``p`` resolved to 1/65536, but on the CPU
+    the mask is cut from 16-bit slices of 64-bit random integers: one generator draw per four
+    units. Per-element draws dominate a CPU mask: for one (128, 64, 12, 12) batch on a 2-core
+    Xeon, ATen's ``bernoulli_`` took 8.9 ms, ``rand_like`` + compare 6.5 ms and this 2.0 ms,
+    8% of a thesis-MNIST training step. CUDA keeps the fused kernel of ``F.dropout``.
     """
 
     def __init__(self, p: float) -> None:
@@ -41,11 +43,30 @@ class Dropout(nn.Module):
             return x
         if x.is_cuda:
             return F.dropout(x, self.p, training=True)
-        keep = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        # Dropped when its uniform int16 falls below the threshold: P = round(p * 2^16) / 2^16.
+        threshold = min(round(self.p * 65536) - 32768, 32767)
+        keep = (_uniform_int16_like(x) >= threshold).to(x.dtype).mul_(1.0 / (1.0 - self.p))
         return x * keep
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def _uniform_int16_like(x: torch.Tensor) -> torch.Tensor:
+    """Independent uniform int16s of ``x``'s shape; channels_last for 4-d ``x``.
+
+    Feature maps are channels_last on every device here (``memory_format``), and a mask in the
+    same layout keeps the compare and the product sequential. The layout is not read off ``x``
+    because that query is unsupported under ``vmap`` (stacked ensembles); a mask in another
+    layout is still correct, only slower.
+    """
+    n = x.numel()
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+    bits = words.view(torch.int16)[:n]
+    if x.dim() == 4:
+        batch, channels, height, width = x.shape
+        return bits.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    return bits.view(x.shape)
 
 
 class FlattenHWC(nn.Module):
@@ -64,11 +85,22 @@ class FlattenHWC(nn.Module):
 def _conv_block(
     c_in: int, widths: tuple[int, ...], padding: tuple[int, int], dropout: float
 ) -> nn.Sequential:
+    """conv3x3 → ReLU (→ conv3x3 → ReLU) → 2x2 max-pool → dropout, computed with the last ReLU
+    after the pool.
+
+    ReLU is monotonic, so it commutes with max-pool: the outputs, the pool's choice among tied
+    maxima and every gradient are bit-identical to the stated order, while the last ReLU and its
+    backward touch a quarter of the activations. On a 2-core Xeon that made a thesis-MNIST
+    training step 12% faster (54.7 → 48.3 ms; no change on an AMD EPYC host). The conv layers
+    keep their indices in the block, so state dicts are unchanged.
+    """
     layers: list[nn.Module] = []
     for i, width in enumerate(widths):
-        layers += [nn.Conv2d(c_in, width, 3, padding=padding[i]), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(c_in, width, 3, padding=padding[i]))
+        if i < len(widths) - 1:
+            layers.append(nn.ReLU(inplace=True))
         c_in = width
-    layers += [nn.MaxPool2d(2), Dropout(dropout)]
+    layers += [nn.MaxPool2d(2), nn.ReLU(inplace=True), Dropout(dropout)]
     return nn.Sequential(*layers)
 
 

@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
-import torch
+import copy
 
+import pytest
+import torch
+from torch import nn
+
+from advhpo.objectives import NetConfig, family_net, make_net, thesis_cifar10, thesis_mnist
 from advhpo.objectives._net import Dropout, FlattenHWC
 
 
-def test_dropout_keeps_the_expected_share_and_preserves_the_mean() -> None:
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_dropout_keeps_the_expected_share_and_preserves_the_mean(
+    p: float, channels_last: bool
+) -> None:
     torch.manual_seed(0)
-    drop = Dropout(0.25).train()
-    x = torch.ones(200_000)
+    drop = Dropout(p).train()
+    x = torch.ones(50, 16, 16, 16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     y = drop(x)
+    assert y.stride() == x.stride()
     kept = (y != 0).float().mean().item()
-    assert abs(kept - 0.75) < 0.01
-    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.75))
-    assert abs(y.mean().item() - 1.0) < 0.01
+    assert abs(kept - (1 - p)) < 0.01
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    assert abs(y.mean().item() - 1.0) < 0.03
+
+
+def test_dropout_decides_the_units_that_share_a_random_word_independently() -> None:
+    torch.manual_seed(2)
+    kept = Dropout(0.5).train()(torch.ones(400_000)) != 0
+    words = kept.view(-1, 4).float()  # the four units cut from one 64-bit draw
+    for i in range(4):
+        for j in range(i + 1, 4):
+            both = (words[:, i] * words[:, j]).mean().item()
+            assert abs(both - 0.25) < 0.005
 
 
 def test_dropout_gradient_flows_only_through_kept_units() -> None:
@@ -44,3 +66,44 @@ def test_flatten_hwc_orders_features_channel_last_without_copying_channels_last_
     ]
     cl = x.contiguous(memory_format=torch.channels_last)
     assert FlattenHWC()(cl).data_ptr() == cl.data_ptr()  # a view, not a copy
+
+
+def _relu_before_pool(net: nn.Sequential) -> nn.Sequential:
+    """The blocks in the order the design states: ... → ReLU → max-pool → dropout."""
+    net = copy.deepcopy(net)
+    for block in net:
+        if isinstance(block, nn.Sequential):
+            layers = list(block)
+            pool = next(i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d))
+            layers[pool], layers[pool + 1] = layers[pool + 1], layers[pool]
+            for i, layer in enumerate(layers):
+                block[i] = layer
+    return net
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [thesis_mnist(), thesis_cifar10(), family_net("mnist", 2), family_net("cifar10", 3)],
+    ids=["thesis-mnist", "thesis-cifar10", "family-mnist-2", "family-cifar10-3"],
+)
+def test_pooling_before_the_last_relu_is_bit_identical_to_the_stated_order(cfg: NetConfig) -> None:
+    torch.manual_seed(0)
+    ours = make_net(cfg).to(memory_format=torch.channels_last).train()
+    stated = _relu_before_pool(ours)
+    assert [type(m) for m in stated[1]][-3:] == [nn.ReLU, nn.MaxPool2d, Dropout]
+    assert list(ours.state_dict()) == list(stated.state_dict())  # checkpoints load either way
+    size = cfg.image_size
+    x = torch.rand(6, cfg.in_channels, size, size)
+    x[:, :, : size // 3] = 0.0  # constant background: windows of tied maxima, as on MNIST
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.arange(6) % 10
+    results = []
+    for net in (ours, stated):
+        torch.manual_seed(1)  # the same dropout masks
+        xr = x.clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(net(xr), y)
+        grads = torch.autograd.grad(loss, [xr, *net.parameters()])
+        results.append((loss.detach(), grads))
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        assert torch.equal(a, b)
