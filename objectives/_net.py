@@ -30,8 +30,9 @@ class Dropout(nn.Module):
     Same semantics as :class:`torch.nn.Dropout`, with ``p`` resolved to 1/65536, but on the CPU
     the mask is cut from 16-bit slices of 64-bit random integers: one generator draw per four
     units. Per-element draws dominate a CPU mask: for one (128, 64, 12, 12) batch on a 2-core
-    Xeon, ATen's ``bernoulli_`` took 8.9 ms, ``rand_like`` + compare 6.5 ms and this 2.0 ms,
-    8% of a thesis-MNIST training step. CUDA keeps the fused kernel of ``F.dropout``.
+    Xeon, ATen's ``bernoulli_`` took 8.9 ms, ``rand_like`` + compare 6.5 ms and this 2.0 ms;
+    a thesis-MNIST training step went from 52.2 to 49.5 ms. CUDA keeps the fused kernel of
+    ``F.dropout``.
     """
 
     def __init__(self, p: float) -> None:

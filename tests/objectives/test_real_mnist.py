@@ -17,8 +17,8 @@ def test_fgsm_breaks_an_undefended_thesis_mnist_net(real_data_dir: Path) -> None
     cfg = TrialConfig(
         dataset="mnist",
         net=thesis_mnist(),
-        # The default lr: a larger one leaves the net more FGSM-robust (lr 0.05: 0.16-0.24 over
-        # seeds 0-4 at this fidelity, against 0.065-0.080 here; docs/results.md).
+        # The default lr: a larger one leaves the net more FGSM-robust (lr 0.05 on 6,000 images:
+        # 0.16-0.24 over seeds 0-4; this config: 0.065-0.080; docs/results.md).
         epochs=1,
         train_subset=12000,
         eval_subset=1000,
