@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -27,7 +28,9 @@ def test_dropout_keeps_the_expected_share_and_preserves_the_mean(
     kept = (y != 0).float().mean().item()
     assert abs(kept - (1 - p)) < 0.01
     assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
-    assert abs(y.mean().item() - 1.0) < 0.03
+    # Four standard deviations of the mean of n inverted-dropout units (tighter than 0.01 for
+    # p <= 0.5, where the mean is least noisy).
+    assert abs(y.mean().item() - 1.0) < 4 * math.sqrt(p / ((1 - p) * x.numel()))
 
 
 def test_dropout_decides_the_units_that_share_a_random_word_independently() -> None:
