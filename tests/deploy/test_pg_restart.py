@@ -40,6 +40,10 @@ HOSTS = ("host-a", "host-b")
 # Heartbeats every second: a trial whose worker died is retried after 8 s, not the default 60.
 GRACE_PERIOD = "8"
 MAX_RESTARTS = 3  # per host; Docker would go on, with growing back-off
+# Trials long enough that a poll sees one RUNNING beside a COMPLETE one. At the tiny study's one
+# epoch of 200 images a trial computes for ~0.3 s, and one full-suite run never saw both states
+# at once; 30 epochs are ~2 s of training per trial.
+EPOCHS = "30"
 
 
 def _cluster(server: URL) -> list[str]:
@@ -121,6 +125,7 @@ def outcome(pg_url: URL, tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
             pg_url,
             ADVHPO_STUDY=name,
             ADVHPO_TRIALS=str(BUDGET),
+            ADVHPO_EPOCHS=EPOCHS,
             ADVHPO_SPACE_FILE=str(tmp / "space.toml"),
             ADVHPO_HOST=host,
             ADVHPO_GRACE_PERIOD=GRACE_PERIOD,
