@@ -38,7 +38,9 @@ Run from the repo root::
 ``MNIST/raw/`` (``.gz`` or uncompressed IDX files); nothing is downloaded. The default 12,800
 images per contender take a few minutes on 2 cores; ``--quick`` (2,560) is a smoke test.
 ``--rounds R`` repeats every contender R times, round-robin, and keeps each one's fastest run.
-Numbers from a loaded machine are distorted: the load average is printed for that reason.
+Numbers from a loaded machine are distorted: the load average is printed for that reason, and so
+is each contender's CPU steal (Linux ``/proc/stat``: time the hypervisor gave these virtual
+cores to other guests), which no load average inside the guest shows.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MAX_IMAGES = 54_000
 # A 1-minute load average above this before the run means others compete for the cores.
 BUSY_LOAD = 0.5
+# CPU steal above this share of a run's CPU time means the host's other guests slowed it down.
+BUSY_STEAL = 0.02
 MNIST_STEMS = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -329,6 +333,28 @@ def _run_contender(name: str, data_dir: Path, n: int, warmup: int, quick: bool) 
 # -- driver ----------------------------------------------------------------------------------
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """``(steal, total)`` jiffies of all CPUs from ``/proc/stat``; None where it is unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal guest guest_nice: guest time is
+    # already counted in user, so the total stops at steal.
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of the CPU time between two :func:`_cpu_times` readings that was stolen."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def _spawn(name: str, data_dir: Path, n: int, warmup: int, quick: bool) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -345,14 +371,17 @@ def _spawn(name: str, data_dir: Path, n: int, warmup: int, quick: bool) -> dict[
     if quick:
         cmd.append("--quick")
     # stderr is inherited, so a contender's warnings and tracebacks reach the terminal.
+    before = _cpu_times()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    steal = steal_fraction(before, _cpu_times())
     if proc.returncode != 0:
         raise SystemExit(f"contender {name} failed with exit code {proc.returncode}")
     for line in reversed(proc.stdout.splitlines()):
         with contextlib.suppress(json.JSONDecodeError):
             parsed = json.loads(line)
             if isinstance(parsed, dict):
-                return parsed
+                # Over the whole child process, start-up included, not the timed epoch alone.
+                return {**parsed, "steal_fraction": steal}
     raise SystemExit(f"contender {name} printed no JSON result:\n{proc.stdout}")
 
 
@@ -429,6 +458,7 @@ def summarise(raw: dict[str, dict[str, Any]], n: int, warmup: int) -> dict[str, 
         "plain_best": plain_best,
         "ensemble": ens,
         "checks": checks,
+        "steal": {name: raw[name].get("steal_fraction") for name in CONTENDERS},
     }
 
 
@@ -488,6 +518,17 @@ def print_table(s: dict[str, Any], load: tuple[float, float]) -> None:
     # Only the value from before the run measures other work competing for the cores.
     if load[0] > BUSY_LOAD:
         print("WARNING: the machine was busy before the run; these numbers are distorted.")
+    steals = {name: s["steal"][name] for name in CONTENDERS if s["steal"].get(name) is not None}
+    if steals:
+        print(
+            "CPU steal during each contender's kept run (host's other guests): "
+            + ", ".join(f"{name} {value:.1%}" for name, value in steals.items())
+        )
+        if max(steals.values()) > BUSY_STEAL:
+            print(
+                f"WARNING: more than {BUSY_STEAL:.0%} of a kept run's CPU time was stolen by "
+                "the host; its ratios are distorted."
+            )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
