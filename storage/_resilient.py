@@ -10,12 +10,14 @@ busy timeout is retried the same way.
 
 A write retried after a lost acknowledgement (the connection drops while the server commits)
 applies twice. Attributes and heartbeats are idempotent, and a finished trial cannot be
-finished again (the worker sees it finished and goes on). A trial made from a template (a
-queued retry, a baseline) carries a fresh token in its system attributes, and a retried
-creation first looks for the token, so it is made once and trained once. A new empty trial or
-a claimed one may still be made or claimed twice; the extra one is left RUNNING without ever
-recording a heartbeat, which Optuna's stale check skips; this storage's stale check returns
-such trials too, so they are failed and re-queued and cannot hold the study's budget forever.
+finished again (the worker sees it finished and goes on). The two writes that are not
+idempotent carry a fresh token, written in the same transaction: every new trial (empty, or made
+from a template such as a queued retry or a baseline) and every claim of a WAITING trial. A
+retried creation first looks for its token and a retried claim checks whose token the trial
+holds, so a lost acknowledgement neither makes a second trial nor claims a second one. Should a
+RUNNING trial still never record a heartbeat (a worker killed between ``ask`` and its first
+beat), this storage's stale check returns it too, which Optuna's skips, so it is failed and
+re-queued and cannot hold the study's budget forever.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -36,7 +38,8 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
-from optuna.trial import FrozenTrial
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
 
 OUTAGE_SECONDS = 180.0  # a restart takes seconds; a fail-over or a node reboot, a minute or two
@@ -45,8 +48,8 @@ _MAX_WAIT = 10.0
 
 # The methods of RDBStorage that open a session. Optuna's _CachedStorage, which wraps an
 # RDBStorage inside every Study, calls some private ones directly, so those are listed too.
-# create_new_trial is absent: it calls _create_new_trial, whose override below is where a
-# creation is retried (a retry of the outer call would mint a second token).
+# create_new_trial and set_trial_state_values are absent: their overrides below retry them with
+# one token per request (a retry of the outer create_new_trial would mint a second token).
 _RETRIED = (
     "_get_trials",
     "_get_best_trial_id",
@@ -65,7 +68,6 @@ _RETRIED = (
     "get_all_studies",
     "set_trial_param",
     "get_trial_param",
-    "set_trial_state_values",
     "set_trial_intermediate_value",
     "set_trial_user_attr",
     "set_trial_system_attr",
@@ -77,9 +79,11 @@ _RETRIED = (
 )
 
 CREATE_TOKEN_ATTR = "advhpo:create_token"  # system attribute naming one creation request
+CLAIM_TOKEN_ATTR = "advhpo:claim_token"  # system attribute naming the claim that started a trial
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _inside = threading.local()  # a retried call that calls another must not nest the waits
+_request = threading.local()  # the token of the empty-trial creation this thread is making
 
 
 def is_transient(error: BaseException) -> bool:
@@ -142,14 +146,23 @@ class ResilientRDBStorage(RDBStorage):
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None
     ) -> FrozenTrial:
-        """Optuna's trial creation, retried; a templated one tagged so it is made only once."""
+        """Optuna's trial creation, retried, and tagged with a token so it is made only once."""
+        token = uuid.uuid4().hex
         if template_trial is not None:
             template_trial = copy.copy(template_trial)
-            template_trial.system_attrs = {
-                **template_trial.system_attrs,
-                CREATE_TOKEN_ATTR: uuid.uuid4().hex,
-            }
-        return _retrying(RDBStorage._create_new_trial)(self, study_id, template_trial)
+            # A retry's template copies the failed trial's system attributes, tokens included;
+            # the new trial is a new request and nobody has claimed it yet.
+            attrs = {k: v for k, v in template_trial.system_attrs.items() if k != CLAIM_TOKEN_ATTR}
+            template_trial.system_attrs = {**attrs, CREATE_TOKEN_ATTR: token}
+            return _retrying(RDBStorage._create_new_trial)(self, study_id, template_trial)
+        # An empty trial has no template to carry the token into _get_prepared_new_trial.
+        _request.token = token
+        try:
+            trial = _retrying(RDBStorage._create_new_trial)(self, study_id, None)
+        finally:
+            _request.token = None
+        trial.system_attrs = {CREATE_TOKEN_ATTR: token}
+        return trial
 
     def _get_prepared_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None, session: Any
@@ -159,9 +172,10 @@ class ResilientRDBStorage(RDBStorage):
         Runs inside the creating transaction, which holds the study's row lock, so both this
         storage's retries and Optuna's own (after a lost acknowledgement) find the first copy.
         """
-        token = (
-            None if template_trial is None else template_trial.system_attrs.get(CREATE_TOKEN_ATTR)
-        )
+        if template_trial is None:
+            token = getattr(_request, "token", None)
+        else:
+            token = template_trial.system_attrs.get(CREATE_TOKEN_ATTR)
         if token is not None:
             query = sqlalchemy.text(
                 "SELECT a.trial_id FROM trial_system_attributes a JOIN trials t "
@@ -172,7 +186,43 @@ class ResilientRDBStorage(RDBStorage):
             made = session.execute(query, params).first()
             if made is not None:
                 return session.get(models.TrialModel, int(made[0]))
-        return RDBStorage._get_prepared_new_trial(self, study_id, template_trial, session)
+        trial = RDBStorage._get_prepared_new_trial(self, study_id, template_trial, session)
+        if template_trial is None and token is not None:
+            self._set_trial_attr_without_commit(
+                session, models.TrialSystemAttributeModel, trial.trial_id, CREATE_TOKEN_ATTR, token
+            )
+        return trial
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        """Optuna's state change, retried; a claim (WAITING to RUNNING) made at most once.
+
+        Returns:
+            ``False`` if the change is a claim and another request claimed the trial first.
+        """
+        if state != TrialState.RUNNING or values is not None:
+            return _retrying(RDBStorage.set_trial_state_values)(self, trial_id, state, values)
+        return _retrying(type(self)._claim)(self, trial_id, uuid.uuid4().hex)
+
+    def _claim(self, trial_id: int, token: str) -> bool:
+        """Start a WAITING trial under ``token``; True also if this token already started it."""
+        with _create_scoped_session(self.scoped_session) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            self.check_trial_is_updatable(trial_id, trial.state)
+            if trial.state == TrialState.WAITING:
+                trial.state = TrialState.RUNNING
+                trial.datetime_start = datetime.now()
+                self._set_trial_attr_without_commit(
+                    session, models.TrialSystemAttributeModel, trial_id, CLAIM_TOKEN_ATTR, token
+                )
+                return True
+            # RUNNING: claimed by another request, or by an earlier attempt of this one that
+            # committed just before its connection dropped.
+            held = models.TrialSystemAttributeModel.find_by_trial_and_key(
+                trial, CLAIM_TOKEN_ATTR, session
+            )
+            return held is not None and json.loads(held.value_json) == token
 
     @_retrying
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:

@@ -143,22 +143,26 @@ def test_storage_calls_wait_out_a_server_outage(storage_url: str, study_name: st
     storage.engine.dispose()
 
 
-def _lose_the_first_ack(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """The first trial creation commits, then its connection drops before the reply."""
+def _lose_the_first_ack(
+    monkeypatch: pytest.MonkeyPatch,
+    owner: type[RDBStorage] = RDBStorage,
+    method: str = "_create_new_trial",
+) -> dict[str, int]:
+    """The first call of ``owner.method`` commits, then its connection drops before the reply."""
     monkeypatch.setattr(resilient, "_FIRST_WAIT", 0.01)
-    real = RDBStorage._create_new_trial
+    real = getattr(owner, method)
     calls = {"n": 0}
 
-    def create(self: RDBStorage, *args: Any, **kwargs: Any) -> optuna.trial.FrozenTrial:
+    def lossy(self: RDBStorage, *args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
-        trial = real(self, *args, **kwargs)
+        result = real(self, *args, **kwargs)
         if calls["n"] == 1:
             error = optuna.exceptions.StorageInternalError("connection lost")
             error.__cause__ = sa_exc.OperationalError("COMMIT", {}, OSError("reset"), True)
             raise error
-        return trial
+        return result
 
-    monkeypatch.setattr(RDBStorage, "_create_new_trial", create)
+    monkeypatch.setattr(owner, method, lossy)
     return calls
 
 
@@ -200,4 +204,56 @@ def test_optunas_own_retry_of_a_tagged_creation_finds_the_first_copy(
     assert again._trial_id == first._trial_id and again.number == first.number == 0
     assert [t.user_attrs["k"] for t in storage.get_all_trials(study_id)] == [1, 2]
     assert other != first._trial_id
+    storage.engine.dispose()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask
+def test_a_new_trial_whose_creation_ack_is_lost_is_made_once(
+    storage_url: str, study_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = open_storage(storage_url)
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, directions=["maximize", "maximize"]
+    )
+    calls = _lose_the_first_ack(monkeypatch)
+    trial = study.ask()  # no trial is waiting, so this makes an empty RUNNING trial
+    trials = study.get_trials(deepcopy=False)
+    assert calls["n"] == 2
+    assert [(t.number, t.state) for t in trials] == [(0, optuna.trial.TrialState.RUNNING)]
+    assert trial.number == 0
+    storage.engine.dispose()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask
+def test_a_claim_whose_ack_is_lost_starts_one_trial(
+    storage_url: str, study_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = open_storage(storage_url)
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, directions=["maximize", "maximize"]
+    )
+    study.enqueue_trial({"lr": 0.01})
+    study.enqueue_trial({"lr": 0.02})
+    calls = _lose_the_first_ack(monkeypatch, ResilientRDBStorage, "_claim")
+    trial = study.ask()
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert calls["n"] == 2  # retried, and the retry saw its own claim
+    assert trial.number == 0
+    assert states == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING]
+    storage.engine.dispose()
+
+
+def test_a_trial_claimed_by_another_request_is_not_claimed_again(
+    storage_url: str, study_name: str
+) -> None:
+    storage = open_storage(storage_url)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], study_name)
+    trial_id = storage.create_new_trial(study_id, template_trial=_waiting({}))
+    running = optuna.trial.TrialState.RUNNING
+    assert storage.set_trial_state_values(trial_id, running)
+    assert not storage.set_trial_state_values(trial_id, running)
+    assert not storage._claim(trial_id, "another request's token")
+    storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [0.5])
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(trial_id, running)
     storage.engine.dispose()
