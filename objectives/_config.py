@@ -235,7 +235,7 @@ class TrialConfig:
         _check_positive("lr", self.lr)
         _check_range("momentum", self.momentum, 0.0, 1.0)
         _check_range("weight_decay", self.weight_decay, 0.0, math.inf, high_open=True)
-        _check_range("val_fraction", self.val_fraction, 0.0, 0.5, high_open=True)
+        check_val_fraction(self.val_fraction)
         if self.eval_split == "val" and self.val_fraction == 0.0:
             raise ConfigError("eval_split 'val' needs val_fraction > 0: nothing is held out")
         for name in ("batch_size", "epochs", "ensemble", "gen_ratio", "gen_max_ratio", "pgd_steps"):
@@ -302,6 +302,11 @@ def check_eps(name: str, value: float) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a radius in [0, 1] pixel units."""
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{name} must be in [0, 1] (pixel units), got {value}")
+
+
+def check_val_fraction(value: float) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is in [0, 0.5): at least half stays training."""
+    _check_range("val_fraction", value, 0.0, 0.5, high_open=True)
 
 
 def _check_positive(name: str, value: float) -> None:

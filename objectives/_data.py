@@ -22,7 +22,7 @@ import numpy.typing as npt
 import torch
 
 from advhpo._errors import ConfigError, DataError
-from advhpo.objectives._config import DATASETS, IMAGE_SHAPE, check_choice
+from advhpo.objectives._config import DATASETS, IMAGE_SHAPE, check_choice, check_val_fraction
 
 DATA_DIR_ENV = "ADVHPO_DATA_DIR"
 
@@ -244,8 +244,7 @@ def load_splits(
         DataError: As :func:`load_raw`.
     """
     check_choice("dataset", name, DATASETS)
-    if not 0.0 <= val_fraction < 0.5:
-        raise ConfigError(f"val_fraction must be in [0, 0.5), got {val_fraction}")
+    check_val_fraction(val_fraction)
     train, test = load_raw(name, data_dir, offline=offline)
     n = len(train)
     n_val = round(n * val_fraction)
