@@ -257,3 +257,28 @@ def test_a_trial_claimed_by_another_request_is_not_claimed_again(
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_state_values(trial_id, running)
     storage.engine.dispose()
+
+
+def test_a_retry_copies_no_claim_and_gets_its_own_creation_token(
+    storage_url: str, study_name: str
+) -> None:
+    # RetryFailedTrialCallback copies the failed trial's system attributes into the retry.
+    storage = open_storage(storage_url)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], study_name)
+    first_id = storage.create_new_trial(study_id, template_trial=_waiting({}))
+    assert storage.set_trial_state_values(first_id, optuna.trial.TrialState.RUNNING)
+    failed = storage.get_trial(first_id)
+    assert resilient.CLAIM_TOKEN_ATTR in failed.system_attrs
+    retry_id = storage.create_new_trial(study_id, template_trial=_retry_of(failed))
+    retry = storage.get_trial(retry_id).system_attrs
+    assert resilient.CLAIM_TOKEN_ATTR not in retry
+    assert retry[resilient.CREATE_TOKEN_ATTR] != failed.system_attrs[resilient.CREATE_TOKEN_ATTR]
+    assert storage.set_trial_state_values(retry_id, optuna.trial.TrialState.RUNNING)
+    storage.engine.dispose()
+
+
+def _retry_of(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.WAITING,
+        system_attrs={**trial.system_attrs, "failed_trial": trial.number},
+    )
