@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection, Engine
 
 from advhpo._errors import ConfigError, StorageError
 from advhpo.storage._resilient import ResilientRDBStorage
@@ -52,8 +53,10 @@ def open_storage(
 
     SQLite files are switched to WAL mode and given a 60 s busy timeout, so several local
     workers write concurrently without "database is locked" (the file must be on a local disk:
-    WAL needs shared memory). PostgreSQL and MySQL connections are health-checked before use
-    (``pool_pre_ping``), so workers survive a server restart, and recycled after 300 s.
+    WAL needs shared memory), and every transaction takes the file's write lock when it begins,
+    so a trial's state is read and changed atomically, as under a server's row lock.
+    PostgreSQL and MySQL connections are health-checked before use (``pool_pre_ping``), so
+    workers survive a server restart, and recycled after 300 s.
 
     A trial whose worker stops sending heartbeats for ``grace_period`` seconds is marked failed
     by the next worker that starts a trial in ``study.optimize`` and re-queued up to
@@ -93,7 +96,10 @@ def open_storage(
     path = _sqlite_path(parsed)
     if path is not None:
         _prepare_sqlite(Path(path), masked, create=create)
-        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": _SQLITE_BUSY_TIMEOUT}}
+        # pysqlite's own transaction handling is switched off; _serialise_sqlite begins them.
+        engine_kwargs: dict[str, Any] = {
+            "connect_args": {"timeout": _SQLITE_BUSY_TIMEOUT, "isolation_level": None}
+        }
     else:
         text = _with_installed_driver(text, parsed)
         engine_kwargs = _server_engine_kwargs(parsed)
@@ -105,7 +111,7 @@ def open_storage(
             with warnings.catch_warnings():
                 # heartbeat_interval is "experimental" since Optuna 2.9; see retry_callback.
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return ResilientRDBStorage(
+                storage = ResilientRDBStorage(
                     template,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat_interval,
@@ -113,6 +119,9 @@ def open_storage(
                     heartbeat_stale_trial_callback=callback,
                     skip_table_creation=not create,
                 )
+            if path is not None:
+                _serialise_sqlite(storage.engine)
+            return storage
         except (
             sa_exc.SQLAlchemyError,
             optuna.exceptions.StorageInternalError,
@@ -161,6 +170,24 @@ def _prepare_sqlite(path: Path, masked: str, *, create: bool) -> None:
         raise StorageError(
             f"cannot open storage {masked}: SQLite kept journal_mode={mode} instead of WAL"
         )
+
+
+def _serialise_sqlite(engine: Engine) -> None:
+    """Make every transaction on ``engine`` take SQLite's write lock when it begins.
+
+    Optuna reads a trial's state, then changes it, inside one session, and relies on the row
+    lock of ``SELECT ... FOR UPDATE`` so that two workers cannot both change it: only one of
+    two workers failing the same lost trial re-queues it, only one of two claiming a queued
+    trial starts it. SQLite ignores FOR UPDATE, and pysqlite left alone begins a transaction
+    only at the first write, so both workers read the old state and both act on it.
+    ``BEGIN IMMEDIATE`` holds the lock from the first read; other workers wait (for the busy
+    timeout) instead of failing, and every transaction here lasts milliseconds.
+    """
+
+    def begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    sqlalchemy.event.listen(engine, "begin", begin)
 
 
 def _with_installed_driver(text: str, parsed: URL) -> str:

@@ -210,15 +210,23 @@ class ResilientRDBStorage(RDBStorage):
         with _create_scoped_session(self.scoped_session) as session:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
             self.check_trial_is_updatable(trial_id, trial.state)
-            if trial.state == TrialState.WAITING:
-                trial.state = TrialState.RUNNING
-                trial.datetime_start = datetime.now()
+            # The state test sits in the UPDATE itself, so the claim is atomic even where the
+            # SELECT above locks nothing: SQLite ignores FOR UPDATE, and an engine not set up
+            # by open_storage (see _serialise_sqlite) reads outside any transaction.
+            started = session.execute(
+                sqlalchemy.update(models.TrialModel)
+                .where(models.TrialModel.trial_id == trial_id)
+                .where(models.TrialModel.state == TrialState.WAITING)
+                .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+                .execution_options(synchronize_session=False)
+            )
+            if started.rowcount == 1:
                 self._set_trial_attr_without_commit(
                     session, models.TrialSystemAttributeModel, trial_id, CLAIM_TOKEN_ATTR, token
                 )
                 return True
-            # RUNNING: claimed by another request, or by an earlier attempt of this one that
-            # committed just before its connection dropped.
+            # Claimed by another request, or by an earlier attempt of this one that committed
+            # just before its connection dropped.
             held = models.TrialSystemAttributeModel.find_by_trial_and_key(
                 trial, CLAIM_TOKEN_ATTR, session
             )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -119,6 +121,51 @@ def test_a_running_trial_that_never_sent_a_heartbeat_is_failed_and_requeued(
     assert states[just_asked] == TrialState.RUNNING
     (retry,) = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert original_trial_number(retry) == storage.get_trial(orphan).number
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_two_workers_failing_one_lost_trial_at_once_queue_one_retry(
+    storage_url: str, study_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
+    study = _study(storage, study_name)
+    lost = study.ask()
+    storage.record_heartbeat(_trial_id(storage, study, lost.number))
+    time.sleep(3.1)  # > grace_period, also with SQLite's whole-second timestamps
+    workers = [
+        optuna.load_study(
+            study_name=study_name,
+            storage=open_storage(storage_url, heartbeat_interval=1, grace_period=2, create=False),
+        )
+        for _ in range(2)
+    ]
+    # Each worker's check of the trial's state waits up to 1 s for the other's, so both read
+    # it before either writes, unless the database makes the second wait for the first.
+    meet = threading.Barrier(2)
+    check = RDBStorage.check_trial_is_updatable
+
+    def check_together(self: RDBStorage, trial_id: int, state: TrialState) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            meet.wait(timeout=1)
+        check(self, trial_id, state)
+
+    monkeypatch.setattr(RDBStorage, "check_trial_is_updatable", check_together)
+    errors: list[BaseException] = []
+
+    def fail(worker: optuna.Study) -> None:
+        try:
+            fail_stale_trials(worker)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=fail, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [TrialState.FAIL, TrialState.WAITING]  # one retry, not one per worker
 
 
 def test_create_false_opens_an_existing_storage(storage_url: str, study_name: str) -> None:
