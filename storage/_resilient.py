@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import optuna
 import sqlalchemy
@@ -41,6 +41,7 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import CursorResult
 
 OUTAGE_SECONDS = 180.0  # a restart takes seconds; a fail-over or a node reboot, a minute or two
 _FIRST_WAIT = 0.5
@@ -220,7 +221,7 @@ class ResilientRDBStorage(RDBStorage):
                 .values(state=TrialState.RUNNING, datetime_start=datetime.now())
                 .execution_options(synchronize_session=False)
             )
-            if started.rowcount == 1:
+            if cast("CursorResult[Any]", started).rowcount == 1:
                 self._set_trial_attr_without_commit(
                     session, models.TrialSystemAttributeModel, trial_id, CLAIM_TOKEN_ATTR, token
                 )
