@@ -75,15 +75,21 @@ def test_a_failed_trial_is_retried_max_retry_times_under_its_original_number(
     assert original_trial_number(study.trials[0]) == 0
 
 
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-def test_a_trial_without_heartbeat_is_failed_and_requeued(
-    storage_url: str, study_name: str
-) -> None:
+def _lost_trial(storage_url: str, study_name: str) -> tuple[optuna.Study, optuna.Trial]:
+    """A study whose one running trial sent a heartbeat, then nothing for the grace period."""
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
     study = _study(storage, study_name)
     lost = study.ask()
     storage.record_heartbeat(_trial_id(storage, study, lost.number))
     time.sleep(3.1)  # > grace_period, also with SQLite's whole-second timestamps
+    return study, lost
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_trial_without_heartbeat_is_failed_and_requeued(
+    storage_url: str, study_name: str
+) -> None:
+    study, lost = _lost_trial(storage_url, study_name)
     fail_stale_trials(study)
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states == [TrialState.FAIL, TrialState.WAITING]
@@ -127,11 +133,7 @@ def test_a_running_trial_that_never_sent_a_heartbeat_is_failed_and_requeued(
 def test_two_workers_failing_one_lost_trial_at_once_queue_one_retry(
     storage_url: str, study_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
-    study = _study(storage, study_name)
-    lost = study.ask()
-    storage.record_heartbeat(_trial_id(storage, study, lost.number))
-    time.sleep(3.1)  # > grace_period, also with SQLite's whole-second timestamps
+    study, _ = _lost_trial(storage_url, study_name)
     workers = [
         optuna.load_study(
             study_name=study_name,
