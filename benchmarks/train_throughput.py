@@ -74,7 +74,7 @@ from advhpo.objectives import (
     thesis_mnist,
 )
 from advhpo.objectives._device import tune_cpu_allocator
-from advhpo.objectives._net import Dropout, FlattenHWC
+from advhpo.objectives._net import Dropout, FlattenHWC, stated_order
 
 BATCH = 128
 LR = 0.01
@@ -125,7 +125,7 @@ def _plain_model() -> nn.Sequential:
 
     It is ``make_net`` with advhpo's CPU-specific modules swapped for the stock ones (the input
     pipeline normalises instead of the net) and each block's last ReLU moved back in front of
-    its max-pool; the parameters are the same tensors, so ours and the plain loops start from
+    its max-pool; the parameters have the same values, so ours and the plain loops start from
     identical weights.
     """
     # ours seeds member 0's init with manual_seed(cfg.seed) before make_net.
@@ -138,18 +138,7 @@ def _plain_model() -> nn.Sequential:
                 setattr(parent, name, nn.Dropout(child.p))
             elif isinstance(child, FlattenHWC):
                 setattr(parent, name, nn.Flatten())
-    for i, block in enumerate(model):
-        if isinstance(block, nn.Sequential):
-            model[i] = _relu_before_pool(block)
-    return model
-
-
-def _relu_before_pool(block: nn.Sequential) -> nn.Sequential:
-    layers = list(block)
-    pool = next(i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d))
-    assert isinstance(layers[pool + 1], nn.ReLU)
-    layers[pool], layers[pool + 1] = layers[pool + 1], layers[pool]
-    return nn.Sequential(*layers)
+    return stated_order(model)
 
 
 def _run_loader(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -128,6 +130,28 @@ def make_net(cfg: NetConfig) -> nn.Sequential:
     net = nn.Sequential(*layers)
     if cfg.weight_init == "glorot":
         _glorot(net)
+    return net
+
+
+def stated_order(net: nn.Sequential) -> nn.Sequential:
+    """A copy of ``net`` with each conv block's last ReLU back in front of its max-pool.
+
+    That is the order the design states and the Keras thesis nets have; ``make_net`` pools first
+    (see ``_conv_block``). The copy has the same state-dict keys and values, so the two orders
+    can be compared bit for bit, and a benchmark can run the net as a user would write it.
+
+    Raises:
+        ValueError: If a block's max-pool is not followed by a ReLU.
+    """
+    net = copy.deepcopy(net)
+    for i, block in enumerate(net):
+        if isinstance(block, nn.Sequential):
+            layers = list(block)
+            pool = next(j for j, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d))
+            if not isinstance(layers[pool + 1], nn.ReLU):
+                raise ValueError(f"block {i}: its max-pool is not followed by a ReLU")
+            layers[pool], layers[pool + 1] = layers[pool + 1], layers[pool]
+            net[i] = nn.Sequential(*layers)
     return net
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 from torch import nn
 
 from advhpo.objectives import NetConfig, family_net, make_net, thesis_cifar10, thesis_mnist
-from advhpo.objectives._net import Dropout, FlattenHWC
+from advhpo.objectives._net import Dropout, FlattenHWC, stated_order
 
 
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
@@ -71,19 +70,6 @@ def test_flatten_hwc_orders_features_channel_last_without_copying_channels_last_
     assert FlattenHWC()(cl).data_ptr() == cl.data_ptr()  # a view, not a copy
 
 
-def _relu_before_pool(net: nn.Sequential) -> nn.Sequential:
-    """The blocks in the order the design states: ... → ReLU → max-pool → dropout."""
-    net = copy.deepcopy(net)
-    for block in net:
-        if isinstance(block, nn.Sequential):
-            layers = list(block)
-            pool = next(i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d))
-            layers[pool], layers[pool + 1] = layers[pool + 1], layers[pool]
-            for i, layer in enumerate(layers):
-                block[i] = layer
-    return net
-
-
 @pytest.mark.parametrize(
     "cfg",
     [thesis_mnist(), thesis_cifar10(), family_net("mnist", 2), family_net("cifar10", 3)],
@@ -92,7 +78,7 @@ def _relu_before_pool(net: nn.Sequential) -> nn.Sequential:
 def test_pooling_before_the_last_relu_is_bit_identical_to_the_stated_order(cfg: NetConfig) -> None:
     torch.manual_seed(0)
     ours = make_net(cfg).to(memory_format=torch.channels_last).train()
-    stated = _relu_before_pool(ours)
+    stated = stated_order(ours)
     assert [type(m) for m in stated[1]][-3:] == [nn.ReLU, nn.MaxPool2d, Dropout]
     assert list(ours.state_dict()) == list(stated.state_dict())  # checkpoints load either way
     size = cfg.image_size
@@ -110,3 +96,9 @@ def test_pooling_before_the_last_relu_is_bit_identical_to_the_stated_order(cfg: 
     assert torch.equal(results[0][0], results[1][0])
     for a, b in zip(results[0][1], results[1][1], strict=True):
         assert torch.equal(a, b)
+
+
+def test_stated_order_refuses_a_net_already_in_the_stated_order() -> None:
+    stated = stated_order(make_net(thesis_mnist()))
+    with pytest.raises(ValueError, match="block 1: its max-pool is not followed by a ReLU"):
+        stated_order(stated)
