@@ -36,7 +36,7 @@ from advhpo.objectives._evaluate import MeanLogits, eps_curves, evaluate, vote, 
 from advhpo.objectives._fidelity import Fidelity
 from advhpo.objectives._net import count_parameters, forward_flops, make_net
 from advhpo.objectives._objective import EpochEnd, TrialOutcome, run_trial
-from advhpo.objectives._persist import load_ensemble, save_ensemble
+from advhpo.objectives._persist import check_replaceable, load_ensemble, save_ensemble
 from advhpo.objectives._reproduce_gan import (
     GAN_SCHEDULES,
     gan_config,
@@ -71,6 +71,7 @@ __all__ = [
     "StackedEnsemble",
     "TrialConfig",
     "TrialOutcome",
+    "check_replaceable",
     "count_parameters",
     "default_eval_eps",
     "ensemble_strategy",

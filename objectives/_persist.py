@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -13,12 +14,45 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from advhpo._errors import DataError
+from advhpo._errors import ConfigError, DataError
 from advhpo.objectives._config import TrialConfig
 from advhpo.objectives._evaluate import MeanLogits
 from advhpo.objectives._net import make_net
 
 _FORMAT = 1  # bump when the directory layout changes
+_MEMBER = re.compile(r"member_\d+\.pt")
+
+
+def check_replaceable(path: str | os.PathLike[str]) -> None:
+    """Refuse a save target that holds anything but an earlier saved ensemble.
+
+    Saving replaces the target folder whole, so a folder with other files in it (``--save .``,
+    a results folder) would be wiped; only a missing folder, an empty one, or one written by
+    :func:`save_ensemble` may be replaced.
+
+    Raises:
+        ConfigError: ``path`` is a file, or a non-empty folder that is not a saved ensemble.
+    """
+    target = Path(path)
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ConfigError(f"{target} exists and is not a folder")
+    names = {p.name for p in target.iterdir()}
+    if not names:
+        return
+    others = sorted(n for n in names if n != "config.json" and not _MEMBER.fullmatch(n))
+    try:
+        is_save = "format" in json.loads((target / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        is_save = False
+    if others or not is_save:
+        shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+        detail = f" (it holds {shown})" if others else ""
+        raise ConfigError(
+            f"{target} is a non-empty folder that is not a saved advhpo ensemble{detail}; "
+            "refusing to replace it, pick a new or empty folder"
+        )
 
 
 def save_ensemble(
@@ -27,26 +61,39 @@ def save_ensemble(
     """Write ``config.json`` and one ``member_K.pt`` state dict per member into ``path``.
 
     The files are written to a temporary sibling directory that is renamed into place, so an
-    interrupted save never leaves a half-written ensemble behind.
+    interrupted save never leaves a half-written ensemble behind. An earlier saved ensemble at
+    ``path`` is replaced; any other non-empty folder is refused (see :func:`check_replaceable`).
 
     Returns:
         The directory written.
+
+    Raises:
+        ConfigError: ``path`` holds something other than a saved ensemble.
     """
-    target = Path(path)
+    target = Path(path).absolute()
+    check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    old: Path | None = None
     try:
         meta = {"format": _FORMAT, "members": len(members), "config": cfg.to_dict()}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         for k, m in enumerate(members):
             state = {name: t.detach().cpu() for name, t in m.state_dict().items()}
             torch.save(state, tmp / f"member_{k}.pt")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
+        if target.exists() and any(target.iterdir()):
+            # Moved aside rather than deleted first, so a crash here loses no ensemble.
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            target.rename(old / "ensemble")
+        tmp.rename(target)  # replaces an empty folder atomically
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not target.exists():
+            (old / "ensemble").rename(target)
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return target
 
 

@@ -82,6 +82,21 @@ def output_dir_option(value: Path | None) -> Path | None:
     return value
 
 
+def ensemble_dir_option(value: Path | None) -> Path | None:
+    """Typer callback for ``--save``: creatable, and not a folder of other files that saving
+    would replace."""
+    value = output_dir_option(value)
+    if value is not None:
+        from advhpo._errors import ConfigError
+        from advhpo.objectives import check_replaceable
+
+        try:
+            check_replaceable(value)
+        except ConfigError as e:
+            raise typer.BadParameter(str(e)) from e
+    return value
+
+
 def positive_int(value: int | None) -> int | None:
     """Typer callback: counts must be at least 1."""
     if value is not None and value < 1:

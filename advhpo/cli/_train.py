@@ -21,9 +21,9 @@ from advhpo.cli._common import (
     PgdStepsOpt,
     SeedOpt,
     TrainSubsetOpt,
+    ensemble_dir_option,
     eps_option,
     one_line_errors,
-    output_dir_option,
     positive_int,
     progress_bar,
 )
@@ -129,8 +129,9 @@ def train(
     save: Annotated[
         Path | None,
         typer.Option(
-            callback=output_dir_option,
-            help="Write the ensemble (weights + config.json) to this folder.",
+            callback=ensemble_dir_option,
+            help="Write the ensemble (weights + config.json) to this folder; an earlier saved"
+            " ensemble there is replaced, any other non-empty folder refused.",
         ),
     ] = None,
     as_json: JsonOpt = False,

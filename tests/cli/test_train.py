@@ -50,6 +50,18 @@ def test_an_output_folder_that_cannot_be_made_fails_before_training(
     assert flag in err and "not a folder" in err
 
 
+def test_save_into_a_folder_of_other_files_fails_before_training_and_keeps_them(
+    tmp_path: Path, usage_error: Callable[[list[str]], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--save .` in a project folder must not wipe it once training is done.
+    (tmp_path / "paper.tex").write_text("months of work")
+    monkeypatch.chdir(tmp_path)
+    # The data folder is empty: had the option not failed first, loading data would have.
+    err = usage_error(["train", "--save", ".", "--data-dir", str(tmp_path), "--offline"])
+    assert "--save" in err and "not a saved advhpo ensemble" in err
+    assert (tmp_path / "paper.tex").read_text() == "months of work"
+
+
 def test_missing_data_offline_fails_in_one_line_and_writes_nothing(
     tmp_path: Path, run_cli: CliRun
 ) -> None:

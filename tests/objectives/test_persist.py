@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advhpo import DataError
+from advhpo import ConfigError, DataError
 from advhpo.objectives import NetConfig, TrialConfig, load_ensemble, make_net, save_ensemble
 
 
@@ -40,6 +40,33 @@ def test_saving_over_an_existing_ensemble_replaces_it(tmp_path: Path) -> None:
     save_ensemble(tmp_path / "ens", cfg, _members(cfg)[:1])
     assert sorted(p.name for p in (tmp_path / "ens").iterdir()) == ["config.json", "member_0.pt"]
     assert [p.name for p in tmp_path.iterdir()] == ["ens"]  # no temporary leftovers
+
+
+def test_saving_into_an_empty_folder_works(tmp_path: Path) -> None:
+    cfg = _cfg()
+    (tmp_path / "ens").mkdir()
+    save_ensemble(tmp_path / "ens", cfg, _members(cfg))
+    assert len(load_ensemble(tmp_path / "ens").members) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["ens"]
+
+
+@pytest.mark.parametrize("content", ["a stray file", "a config.json of something else"])
+def test_saving_over_a_folder_of_other_files_is_refused_and_keeps_them(
+    tmp_path: Path, content: str
+) -> None:
+    cfg = _cfg()
+    target = tmp_path / "results"
+    target.mkdir()
+    if content == "a stray file":
+        save_ensemble(target, cfg, _members(cfg))
+        (target / "notes.txt").write_text("mine")
+    else:
+        (target / "config.json").write_text('{"lr": 0.1}')
+    before = sorted(p.name for p in target.iterdir())
+    with pytest.raises(ConfigError, match="not a saved advhpo ensemble"):
+        save_ensemble(target, cfg, _members(cfg))
+    assert sorted(p.name for p in target.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["results"]
 
 
 def test_missing_directory_is_a_data_error(tmp_path: Path) -> None:
