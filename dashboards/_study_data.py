@@ -129,7 +129,7 @@ _NEVER = datetime.datetime.max
 
 
 def _state_name(trial: FrozenTrial) -> str:
-    if trial.state == TrialState.PRUNED and EARLY_STOP_ATTR in trial.user_attrs:
+    if trial.state == TrialState.PRUNED and trial.user_attrs.get(EARLY_STOP_ATTR) is not None:
         return "EARLY_STOPPED"
     return trial.state.name
 

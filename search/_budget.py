@@ -14,9 +14,16 @@ def spends_budget(trial: FrozenTrial) -> bool:
     An early-stopped trial was evaluated and judged, so it uses up its place; trials pruned
     as budget overshoot or failed ones do not.
     """
-    if trial.state == TrialState.COMPLETE:
-        return True
-    return trial.state == TrialState.PRUNED and EARLY_STOP_ATTR in trial.user_attrs
+    return trial.state == TrialState.COMPLETE or stopped_early(trial)
+
+
+def stopped_early(trial: FrozenTrial) -> bool:
+    """True for a trial that ``--early-stop`` pruned after an epoch.
+
+    The attribute's value, not its presence, decides: a retry inherits its predecessor's user
+    attributes, and Optuna cannot delete one, so each attempt sets it to ``None`` first.
+    """
+    return trial.state == TrialState.PRUNED and trial.user_attrs.get(EARLY_STOP_ATTR) is not None
 
 
 def budget_counts(study: optuna.Study) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from advhpo._errors import ConfigError
 from advhpo.search._baselines import baseline_params, enqueue_baselines
-from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts
+from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts, stopped_early
 from advhpo.search._fail_reason import fail_reason
 from advhpo.search._front import format_params, front_points, hypervolume
 from advhpo.search._settings import (
@@ -46,9 +46,11 @@ def create_or_check_study(
         baselines: Enqueue the thesis baselines the study lacks. Default False.
 
     Raises:
-        ConfigError: The study exists with other settings or other objectives, or
-            ``baselines`` asks for values outside its space.
+        ConfigError: The name is blank, the study exists with other settings or other
+            objectives, or ``baselines`` asks for values outside its space.
     """
+    if not name.strip():
+        raise ConfigError("a study name must not be blank")
     if baselines:
         baseline_params(settings)  # refuse a space without the thesis's values before creating
     study = optuna.create_study(
@@ -89,6 +91,22 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _visible_gpus() -> list[str]:
+    """The ``CUDA_VISIBLE_DEVICES`` entry of each GPU this process sees, in torch's order.
+
+    A worker pins its GPU by setting ``CUDA_VISIBLE_DEVICES`` itself, which the driver reads
+    as physical ids; under an inherited ``CUDA_VISIBLE_DEVICES=2,3`` (a scheduler's share),
+    ``cuda:0`` must pin to ``2``, not to physical GPU 0.
+    """
+    import torch
+
+    count = torch.cuda.device_count()
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if inherited is None:
+        return [str(i) for i in range(count)]
+    return [entry.strip() for entry in inherited.split(",")][:count]
+
+
 def place_workers(devices: str, workers: int | None, trials_per_gpu: int) -> list[Placement]:
     """Assign workers to devices.
 
@@ -102,22 +120,25 @@ def place_workers(devices: str, workers: int | None, trials_per_gpu: int) -> lis
         CPU workers split the cores between them.
 
     Raises:
-        ConfigError: A malformed device list.
+        ConfigError: A malformed device list, or a GPU this host does not have.
     """
     gpus: list[str]
     if devices == "auto":
-        import torch
-
-        gpus = [str(i) for i in range(torch.cuda.device_count())]
+        gpus = _visible_gpus()
     elif devices == "cpu":
         gpus = []
     else:
+        visible = None
         gpus = []
         for item in devices.split(","):
             kind, _, index = item.strip().partition(":")
             if kind != "cuda" or not index.isdigit():
                 raise ConfigError(f"bad device {item!r} in --devices; use cpu, auto or cuda:N,…")
-            gpus.append(index)
+            visible = _visible_gpus() if visible is None else visible
+            if int(index) >= len(visible):
+                seen = f"cuda:0 to cuda:{len(visible) - 1}" if visible else "no CUDA GPU"
+                raise ConfigError(f"--devices {item.strip()}: this host has {seen} visible")
+            gpus.append(visible[int(index)])
     if gpus:
         slots = [g for g in gpus for _ in range(trials_per_gpu)]
         n = workers or len(slots)
@@ -260,7 +281,7 @@ def _report(
             )
         elif t.state == TrialState.FAIL:
             log(f"trial {t.number} failed: {fail_reason(t)}")
-        elif t.state == TrialState.PRUNED and EARLY_STOP_ATTR in t.user_attrs:
+        elif stopped_early(t):
             share = t.user_attrs.get("early_stop_share", 0.0)
             log(
                 f"trial {t.number} stopped early after epoch {t.user_attrs[EARLY_STOP_ATTR]}: "

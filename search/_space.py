@@ -88,6 +88,30 @@ def _check_domain(dataset: str, name: str, spec: ParamSpec) -> None:
         raise ConfigError(f"search parameter {name!r}: a log range needs low > 0")
 
 
+def _check_shape(name: str, spec: Any) -> None:
+    """Refuse a table that is not ``low``/``high`` numbers (``log`` true or false) or a
+    non-empty ``choices`` list: a misspelt key or a quoted number would otherwise be ignored
+    or fail deep inside a comparison."""
+    shape = f"search parameter {name!r} needs low/high (and optionally log) or non-empty choices"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{shape}, got {spec!r}")
+    keys = set(spec)
+    if keys == {"choices"}:
+        if not isinstance(spec["choices"], list) or not spec["choices"]:
+            raise ConfigError(f"{shape}; choices is {spec['choices']!r}")
+        return
+    if not {"low", "high"} <= keys or not keys <= {"low", "high", "log"}:
+        raise ConfigError(f"{shape}, got the keys {', '.join(sorted(keys)) or 'none'}")
+    for bound in ("low", "high"):
+        v = spec[bound]
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ConfigError(f"search parameter {name!r}: {bound} must be a number, got {v!r}")
+    if not isinstance(spec.get("log", False), bool):
+        raise ConfigError(
+            f"search parameter {name!r}: log must be true or false, got {spec['log']!r}"
+        )
+
+
 def resolve_space(dataset: str, overrides: dict[str, ParamSpec] | None) -> dict[str, ParamSpec]:
     """The dataset's default space with ``overrides`` applied, validated.
 
@@ -99,8 +123,7 @@ def resolve_space(dataset: str, overrides: dict[str, ParamSpec] | None) -> dict[
     for name, spec in (overrides or {}).items():
         if name not in space:
             raise ConfigError(f"unknown search parameter {name!r}; known: {', '.join(space)}")
-        if not isinstance(spec, dict) or not (spec.get("choices") or {"low", "high"} <= set(spec)):
-            raise ConfigError(f"search parameter {name!r} needs low/high or non-empty choices")
+        _check_shape(name, spec)
         if "low" in spec and spec["low"] > spec["high"]:
             raise ConfigError(f"search parameter {name!r}: low > high")
         _check_domain(dataset, name, spec)

@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from advhpo._errors import AdvhpoError
+from advhpo._errors import AdvhpoError, DivergenceError
 
 if TYPE_CHECKING:  # torch is imported in the worker process only, after GPU pinning
     import torch
@@ -34,11 +34,20 @@ from advhpo.storage import original_trial_number
 
 _MAX_REQUEUES = 100  # interruptions of one trial before it is left failed
 
+# Trials in a row failed for a reason not of their parameters (anything but a diverging loss):
+# the cause is this worker's setup (disk, GPU, a broken data copy), and going on would only
+# turn the rest of the budget into failed trials.
+_MAX_FAILURES_IN_A_ROW = 5
+
 _POLL_SECONDS = 2.0  # how often an idle worker looks for freed budget or stale trials
 
 
 class Interrupted(AdvhpoError):
     """The worker was asked to stop (Ctrl-C / SIGTERM) after a checkpoint."""
+
+
+class WorkerGaveUp(AdvhpoError):
+    """Trial after trial failed on this worker for a reason not of their parameters."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,8 @@ def worker_main(spec: WorkerSpec) -> int:
 
     Returns:
         0 when the budget is met, the deadline passed or a stop was requested; 1 on a setup
-        error or a storage outage longer than the retries (printed as one line).
+        error, a storage outage longer than the retries, or trial after trial failing for a
+        reason not of its parameters (printed as one line).
     """
     if spec.cuda_visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible  # before torch sees the GPUs
@@ -149,7 +159,7 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
     import torch
 
     from advhpo.objectives import load_splits, resolve_device
-    from advhpo.storage import CheckpointStore, open_storage, retry_callback
+    from advhpo.storage import CheckpointStore, open_storage, requeue_interrupted
 
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
@@ -169,17 +179,18 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
     study = optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler)
     splits = load_splits(settings.dataset, spec.data_dir, offline=spec.offline)
     device = resolve_device(spec.device)
-    objective = _Objective(
-        spec, settings, splits, device, CheckpointStore(Path(spec.artifacts)), stop
-    )
-    retry = retry_callback(_MAX_REQUEUES)
+    store = CheckpointStore(Path(spec.artifacts))
+    store.check_writable()  # a worker that cannot checkpoint would fail every trial it takes
+    objective = _Objective(spec, settings, splits, device, store, stop)
 
-    def requeue_interrupted(study: optuna.Study, trial: FrozenTrial) -> None:
+    def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
         # An interrupted trial is not a failure of its parameters: queue it again so that a
-        # later `advhpo run`/`resume` continues it from its checkpoint.
+        # later `advhpo run`/`resume` continues it from its checkpoint. Interruptions do not
+        # count against the retries a lost trial gets.
         if trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted"):
-            retry(study, trial)
+            requeue_interrupted(study, trial, _MAX_REQUEUES)
 
+    failures_in_a_row = 0
     while not stop.requested:
         fail_stale_trials(study)
         done, running = budget_counts(study)
@@ -188,10 +199,9 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
         if done + running >= settings.budget:
             time.sleep(_POLL_SECONDS)  # wait: a running trial may still fail and free budget
             continue
+        objective.current = None
         try:
-            study.optimize(
-                objective, n_trials=1, catch=(Exception,), callbacks=[requeue_interrupted]
-            )
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[requeue])
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             # Optuna's tell refuses a trial that is no longer RUNNING: another worker failed
             # ours for missed heartbeats (this process was suspended, or the database out of
@@ -211,7 +221,26 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
                     flush=True,
                 )
         save_sampler_state(storage, study_id, host_name(), spec.worker_id, sampler)
+        if objective.current is not None:
+            ran = storage.get_trial(objective.current._trial_id)
+            failures_in_a_row = failures_in_a_row + 1 if _failed_by_setup(ran) else 0
+            if failures_in_a_row >= _MAX_FAILURES_IN_A_ROW:
+                raise WorkerGaveUp(
+                    f"{failures_in_a_row} trials in a row failed, the last (trial {ran.number}) "
+                    f"with {ran.user_attrs.get(FAIL_REASON_ATTR)}; stopping this worker"
+                )
     return 0
+
+
+def _failed_by_setup(trial: FrozenTrial) -> bool:
+    """Whether the trial failed for a reason that would fail any trial on this worker."""
+    reason = trial.user_attrs.get(FAIL_REASON_ATTR)
+    return (
+        trial.state == TrialState.FAIL
+        and not trial.user_attrs.get("interrupted")
+        and isinstance(reason, str)
+        and not reason.startswith(f"{DivergenceError.__name__}:")
+    )
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -221,6 +250,14 @@ def fail_stale_trials(study: optuna.Study) -> None:
         # Experimental since Optuna 2.9 and stable in use; the warning would flood the logs.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def _origin_started(trial: optuna.Trial, key: int) -> str | None:
+    """When the first attempt of trial ``key`` (a retry's original) started, as ISO text."""
+    storage = trial.storage
+    study_id = storage.get_study_id_from_name(trial.study.study_name)
+    origin = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, key))
+    return None if origin.datetime_start is None else origin.datetime_start.isoformat()
 
 
 def host_name() -> str:
@@ -261,23 +298,36 @@ class _Objective:
         from advhpo.objectives import make_ensemble_trainer, run_trial
 
         self.current = trial
-        self._claim_budget(trial)
         # A retry inherits its predecessor's attributes; only this attempt's own end may say
-        # why it failed (an attempt that dies without a word is told as lost, fail_reason()).
+        # why it failed (an attempt that dies without a word is told as lost, fail_reason()),
+        # whether it stopped early, or where it resumed from.
         trial.set_user_attr(FAIL_REASON_ATTR, None)
         trial.set_user_attr("interrupted", False)
+        trial.set_user_attr(EARLY_STOP_ATTR, None)
+        trial.set_user_attr("early_stop_share", None)
+        trial.set_user_attr("resumed_from_epoch", None)
+        self._claim_budget(trial)  # after the reset: an inherited early stop would spend budget
         trial.set_user_attr("host", host_name())
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("worker_pid", os.getpid())
         try:
             cfg = suggest_config(trial, self.settings)
             key = original_trial_number(trial)
+            origin = _origin_started(trial, key)
             trainer = make_ensemble_trainer(cfg, self.device)
             saved = self.store.load(self.spec.study_name, key)
             # Training seconds of earlier attempts, so a resumed trial's cost is its full cost.
             prior_seconds = 0.0
             epoch_values: list[dict[str, Any]] = []
-            if saved is not None and saved[1].get("config") == cfg.to_dict():
+            # Checkpoint files are named by study name and trial number only: a study deleted
+            # and made again under its name, or another database's study of that name sharing
+            # the artifact folder, finds files that are not its own. The original attempt's
+            # start time tells them apart; the config alone does not, it is seeded the same.
+            if (
+                saved is not None
+                and saved[1].get("config") == cfg.to_dict()
+                and saved[1].get("origin_started") == origin
+            ):
                 trainer.load_state_dict(saved[1]["trainer"])
                 prior_seconds = float(saved[1].get("train_seconds", 0.0))
                 epoch_values = list(saved[1].get("epoch_values", []))
@@ -288,6 +338,7 @@ class _Objective:
                     epoch_values.append(end.scores)
                 state = {
                     "config": cfg.to_dict(),
+                    "origin_started": origin,
                     "trainer": trainer.state_dict(),
                     "train_seconds": prior_seconds + end.train_seconds,
                     "epoch_values": epoch_values,

@@ -5,7 +5,12 @@ from __future__ import annotations
 from advhpo.storage._artifacts import CheckpointStore, default_artifact_dir
 from advhpo.storage._rdb import open_storage
 from advhpo.storage._resilient import OUTAGE_SECONDS, ResilientRDBStorage, is_transient
-from advhpo.storage._retry import original_trial_number, retry_callback
+from advhpo.storage._retry import (
+    RetryLostTrial,
+    original_trial_number,
+    requeue_interrupted,
+    retry_callback,
+)
 from advhpo.storage._url import (
     DEFAULT_STORAGE_URL,
     STORAGE_ENV,
@@ -20,12 +25,14 @@ __all__ = [
     "STORAGE_ENV",
     "CheckpointStore",
     "ResilientRDBStorage",
+    "RetryLostTrial",
     "check_url",
     "default_artifact_dir",
     "is_transient",
     "mask_url",
     "open_storage",
     "original_trial_number",
+    "requeue_interrupted",
     "resolve_storage_url",
     "retry_callback",
 ]

@@ -53,6 +53,25 @@ class CheckpointStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    def check_writable(self) -> None:
+        """Fail now, not once per trial, if checkpoints cannot be written under the root.
+
+        Creates nothing: a missing root only needs a writable folder as its nearest existing
+        ancestor.
+
+        Raises:
+            StorageError: The root, or its nearest existing ancestor, is not a writable folder.
+        """
+        place = self.root.absolute()
+        while not place.exists():
+            place = place.parent
+        if not place.is_dir():
+            raise StorageError(
+                f"cannot write checkpoints under {self.root}: {place} is not a folder"
+            )
+        if not os.access(place, os.W_OK | os.X_OK):
+            raise StorageError(f"cannot write checkpoints under {self.root}: {place} is read-only")
+
     def path(self, study_name: str, key: int) -> Path:
         """The checkpoint file of trial ``key`` of ``study_name`` (which may not exist)."""
         _check_int("key", key)
@@ -118,7 +137,7 @@ class CheckpointStore:
             payload = torch.load(file, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             return None
-        except PermissionError as e:  # the file may be fine; a truncated one is another OSError
+        except (PermissionError, NotADirectoryError) as e:  # the file is not the problem
             raise StorageError(f"cannot read checkpoint {file}: {e.strerror or e}") from e
         except Exception as e:  # torch raises many types for a bad file (zip, pickle, EOF...)
             raise StorageError(f"corrupt checkpoint {file}: {_first_line(e)}") from e

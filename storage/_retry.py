@@ -6,17 +6,44 @@ import warnings
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, Trial
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from advhpo._errors import ConfigError
 
+LOST_RETRIES_ATTR = "advhpo:lost_retries"  # system attribute: lost attempts before this one
 
-def retry_callback(max_retry: int) -> RetryHeartbeatStaleTrialCallback:
+
+class RetryLostTrial(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a heartbeat-stale trial, with a budget for lost attempts only.
+
+    A trial stopped on request (Ctrl-C, SIGTERM) is re-queued too, through
+    :func:`requeue_interrupted`. Optuna's callback counts every entry of the retry history
+    against ``max_retry``, so three interruptions would use up the retries of a worker that is
+    then killed, and the trial would be dropped. Lost attempts are counted apart, in
+    ``LOST_RETRIES_ATTR``; the retry history Optuna reads (``retry_history``,
+    ``retried_trial_number``) is written as Optuna writes it.
+
+    Args:
+        max_retry: How often one trial (counting from its original) is re-queued after it was
+            lost, before it is left failed. ``0`` never re-queues.
+    """
+
+    def __init__(self, max_retry: int) -> None:
+        super().__init__(max_retry=max_retry)
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        lost = int(trial.system_attrs.get(LOST_RETRIES_ATTR, 0)) + 1
+        if lost <= self.max_retry:
+            _queue_retry(study, trial, lost)
+
+
+def retry_callback(max_retry: int) -> RetryLostTrial:
     """The callback that re-queues a heartbeat-stale trial as a new WAITING trial.
 
     Args:
-        max_retry: How often one trial (counting from its original) is re-queued before it is
-            left failed. ``0`` never re-queues.
+        max_retry: How often one trial (counting from its original) is re-queued after it was
+            lost, before it is left failed. ``0`` never re-queues. Interruptions do not count.
 
     Raises:
         ConfigError: ``max_retry`` is negative.
@@ -27,7 +54,42 @@ def retry_callback(max_retry: int) -> RetryHeartbeatStaleTrialCallback:
         # Experimental since Optuna 2.8 and still so in 5.0; we rely on it knowingly, and a
         # warning in every worker's log at every start would only hide real ones.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        return RetryLostTrial(max_retry)
+
+
+def requeue_interrupted(study: optuna.Study, trial: FrozenTrial, max_requeues: int) -> bool:
+    """Queue a trial that stopped on request again, so a later run continues its checkpoint.
+
+    Args:
+        study: The trial's study.
+        trial: The failed, interrupted attempt.
+        max_requeues: Interruptions of one trial after which it is left failed.
+
+    Returns:
+        Whether a retry was queued.
+    """
+    history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    lost = int(trial.system_attrs.get(LOST_RETRIES_ATTR, 0))
+    if len(history) - lost >= max_requeues:
+        return False
+    _queue_retry(study, trial, lost)
+    return True
+
+
+def _queue_retry(study: optuna.Study, trial: FrozenTrial, lost: int) -> None:
+    """A WAITING copy of ``trial``, with Optuna's retry attributes and ``lost`` lost attempts."""
+    system_attrs = {"failed_trial": trial.number, **trial.system_attrs}
+    system_attrs["retry_history"] = [*system_attrs.get("retry_history", []), trial.number]
+    system_attrs[LOST_RETRIES_ATTR] = lost
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=trial.user_attrs,
+            system_attrs=system_attrs,
+        )
+    )
 
 
 def original_trial_number(trial: Trial | FrozenTrial) -> int:

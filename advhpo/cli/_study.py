@@ -21,6 +21,21 @@ from advhpo.cli._train import DatasetName
 if TYPE_CHECKING:
     import optuna
 
+
+def study_name_arg(value: str) -> str:
+    """Typer callback: a new study needs a name that shows in listings and the dashboard."""
+    if not value.strip():
+        raise typer.BadParameter("a study name must not be blank")
+    return value
+
+
+def positive_seconds(value: float | None) -> float | None:
+    """Typer callback: a time limit must be a positive number of seconds."""
+    if value is not None and not value > 0:  # also refuses nan
+        raise typer.BadParameter(f"must be > 0 seconds, got {value}")
+    return value
+
+
 StorageOpt = Annotated[
     str | None,
     typer.Option(help="SQLAlchemy URL (env: ADVHPO_STORAGE; default sqlite:///advhpo.db)."),
@@ -40,7 +55,8 @@ ArtifactsOpt = Annotated[
     Path | None, typer.Option(help="Checkpoint folder (default: beside the SQLite file).")
 ]
 TimeoutOpt = Annotated[
-    float | None, typer.Option(help="Start no new trial after this many seconds.")
+    float | None,
+    typer.Option(callback=positive_seconds, help="Start no new trial after this many seconds."),
 ]
 QuietOpt = Annotated[bool, typer.Option(help="No progress bar or per-trial lines.")]
 GraceOpt = Annotated[
@@ -55,7 +71,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, no
 
 
 def run(
-    name: Annotated[str, typer.Argument(help="Study name.")],
+    name: Annotated[str, typer.Argument(callback=study_name_arg, help="Study name.")],
     dataset: Annotated[DatasetName, typer.Option(help="Dataset of every trial.")],
     storage: StorageOpt = None,
     trials: Annotated[
@@ -242,6 +258,7 @@ def _run(
     from advhpo.objectives import load_raw
     from advhpo.search import RunOptions, create_or_check_study, place_workers, stored_settings
     from advhpo.storage import (
+        CheckpointStore,
         check_url,
         default_artifact_dir,
         mask_url,
@@ -256,6 +273,8 @@ def _run(
     if not create_only:
         # Bad devices and missing data must fail before any database file or study is created.
         placements = place_workers(devices, workers, trials_per_gpu)
+        # Else every trial would fail on its first checkpoint.
+        CheckpointStore(artifacts or default_artifact_dir(url)).check_writable()
         # Fetch (or check) the dataset once here: parallel workers must not race to download it.
         load_raw(settings.dataset, data_dir, offline=offline)
     if rdb is None:  # resume passes the storage it already opened: one pool per launcher

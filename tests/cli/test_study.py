@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -41,6 +42,41 @@ def test_bad_devices_fail_before_any_database_is_created(run_cli: CliRun, tmp_pa
     argv = ["run", "s", "--dataset", "mnist", "--storage", f"sqlite:///{db}", "--quiet"]
     code, _, err = run_cli([*argv, "--devices", "gpu", "--data-dir", str(tmp_path), "--offline"])
     assert code == 1 and err.count("\n") == 1 and "bad device 'gpu'" in err
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_artifact_folder_that_cannot_be_written_fails_before_any_database_is_created(
+    run_cli: CliRun, tmp_path: Path, where: str
+) -> None:
+    # Otherwise every trial fails on its first checkpoint and the workers burn the budget.
+    db = tmp_path / "db.sqlite"
+    blocker = tmp_path / "art"
+    blocker.write_text("not a folder")
+    artifacts = blocker if where == "a file" else blocker / "checkpoints"
+    argv = ["run", "s", "--dataset", "mnist", "--storage", f"sqlite:///{db}", "--quiet"]
+    argv += ["--artifacts", str(artifacts), "--data-dir", str(tmp_path), "--offline"]
+    code, _, err = run_cli(argv)
+    assert code == 1 and err.count("\n") == 1
+    assert f"cannot write checkpoints under {artifacts}: {blocker} is not a folder" in err
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--timeout", "0"], "--timeout"),
+        (["--timeout", "-5"], "--timeout"),
+        ([], "a study name must not be blank"),
+    ],
+)
+def test_a_blank_name_or_a_non_positive_timeout_is_a_usage_error(
+    usage_error: Callable[[list[str]], str], tmp_path: Path, extra: list[str], needle: str
+) -> None:
+    db = tmp_path / "db.sqlite"
+    name = "s" if extra else " "
+    argv = ["run", name, "--dataset", "mnist", "--storage", f"sqlite:///{db}", "--create-only"]
+    assert needle in usage_error([*argv, *extra])
     assert not db.exists()
 
 

@@ -6,6 +6,7 @@ import os
 
 import optuna
 import pytest
+import torch
 
 from advhpo import ConfigError
 from advhpo.search import (
@@ -52,6 +53,14 @@ def test_a_study_with_other_directions_is_refused(storage_url: str, study_name: 
         create_or_check_study(study_name, storage, mnist_settings())
 
 
+@pytest.mark.parametrize("name", ["", "  "])
+def test_a_blank_study_name_is_refused(name: str) -> None:
+    storage = optuna.storages.InMemoryStorage()
+    with pytest.raises(ConfigError, match="must not be blank"):
+        create_or_check_study(name, storage, mnist_settings())
+    assert storage.get_all_studies() == []
+
+
 def test_bad_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError):
         mnist_settings(dataset="svhn")
@@ -61,10 +70,43 @@ def test_bad_settings_are_config_errors() -> None:
         mnist_settings(sampler="cmaes")
 
 
-def test_gpu_workers_are_pinned_round_robin() -> None:
+def _fake_gpus(monkeypatch: pytest.MonkeyPatch, count: int, inherited: str | None) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    if inherited is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
+
+
+def test_gpu_workers_are_pinned_round_robin(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_gpus(monkeypatch, 2, None)
     places = place_workers("cuda:0,cuda:1", None, 2)
     assert [p.cuda_visible for p in places] == ["0", "0", "1", "1"]
     assert {p.device for p in places} == {"cuda"}
+
+
+@pytest.mark.parametrize("devices", ["auto", "cuda:0,cuda:1"])
+def test_gpu_workers_pin_the_gpus_this_process_was_given(
+    monkeypatch: pytest.MonkeyPatch, devices: str
+) -> None:
+    # A scheduler gave this job physical GPUs 5 and 7: cuda:0 is GPU 5, never physical 0.
+    _fake_gpus(monkeypatch, 2, "5,7")
+    assert [p.cuda_visible for p in place_workers(devices, None, 1)] == ["5", "7"]
+
+
+@pytest.mark.parametrize(
+    ("count", "message"),
+    [
+        (0, "cuda:0: this host has no CUDA GPU visible"),
+        (2, "cuda:2: this host has cuda:0 to cuda:1 visible"),
+    ],
+)
+def test_a_gpu_the_host_does_not_have_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, count: int, message: str
+) -> None:
+    _fake_gpus(monkeypatch, count, None)
+    with pytest.raises(ConfigError, match=f"--devices {message}"):
+        place_workers("cuda:0,cuda:2", None, 1)
 
 
 def test_cpu_workers_split_the_cores() -> None:
@@ -124,7 +166,14 @@ def test_space_overrides_are_validated_and_stored(storage_url: str, study_name: 
         ),
         ({"ensemble": {"choices": [1, 2.5]}}, "got 2.5"),
         ({"adv_method": {"choices": ["fgsm", "pgd"]}}, "unknown adv_method 'pgd'"),
-        ({"lr": {"low": "a", "high": "b"}}, "'lr': .*'a'"),
+        ({"lr": {"low": "a", "high": "b"}}, "'lr': low must be a number, got 'a'"),
+        ({"lr": {"low": 0.01, "high": "0.1"}}, "'lr': high must be a number, got '0.1'"),
+        ({"lr": {"low": 0.01, "high": 0.1, "log": "yes"}}, "log must be true or false"),
+        ({"lr": {"low": 0.01, "high": 0.1, "lgo": True}}, "got the keys high, lgo, low"),
+        ({"lr": {"low": 0.01, "high": 0.1, "choices": [0.1]}}, "got the keys choices, high"),
+        ({"ensemble": {"choices": 3}}, "choices is 3"),
+        ({"ensemble": {"choices": []}}, r"choices is \[\]"),
+        ({"lr": 0.01}, "got 0.01"),
     ],
 )
 def test_bad_space_overrides_are_config_errors(space: dict[str, object], message: str) -> None:

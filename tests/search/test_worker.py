@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,17 +14,23 @@ import torch
 from optuna.trial import TrialState
 
 import advhpo.objectives
+from advhpo import DivergenceError
 from advhpo.objectives import DatasetSplits
 from advhpo.search import (
+    EARLY_STOP_ATTR,
     LOST_REASON,
     WorkerSpec,
+    budget_counts,
     create_or_check_study,
     fail_reason,
+    load_space_file,
+    make_sampler,
+    spends_budget,
     suggest_config,
 )
-from advhpo.search._worker import _Objective
+from advhpo.search._worker import _Objective, worker_main
 from advhpo.storage import CheckpointStore, open_storage, retry_callback
-from tests.search._factories import mnist_settings
+from tests.search._factories import SMALL_SPACE, mnist_settings
 
 
 # The test asks for trials by hand, without Study.optimize's heartbeat thread.
@@ -60,3 +68,148 @@ def test_a_retry_that_dies_silently_is_told_as_lost_not_as_its_predecessor(
     assert fail_reason(lost) == LOST_REASON
     assert fail_reason(storage.get_trial(first._trial_id)) == "Interrupted: stopped"
     assert fail_reason(optuna.trial.create_trial(values=[0.9, 0.1])) is None
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_retry_skipped_at_the_budget_does_not_inherit_its_predecessor_s_early_stop(
+    tmp_path: Path, tiny_splits: DatasetSplits
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    storage = open_storage(url)
+    settings = mnist_settings(budget=1)
+    study = create_or_check_study("s", storage, settings)
+    done = study.ask()
+    suggest_config(done, settings)
+    study.tell(done, [0.9, 0.1])  # the budget is met
+    # Attempt 1 was judged at epoch 1 but its worker died before telling the prune.
+    first = study.ask()
+    suggest_config(first, settings)
+    storage.set_trial_user_attr(first._trial_id, EARLY_STOP_ATTR, 1)
+    storage.set_trial_user_attr(first._trial_id, "resumed_from_epoch", 1)
+    storage.set_trial_state_values(first._trial_id, TrialState.FAIL)
+    retry_callback(3)(study, storage.get_trial(first._trial_id))
+
+    spec = WorkerSpec("s", url, str(tmp_path / "art"), None, True, "cpu", None, 1, 0, None)
+    stop = SimpleNamespace(requested=False)
+    store = CheckpointStore(tmp_path)
+    objective = _Objective(spec, settings, tiny_splits, torch.device("cpu"), store, stop)  # type: ignore[arg-type]
+    retry = study.ask()
+    with pytest.raises(optuna.TrialPruned):
+        objective(retry)
+    study.tell(retry, state=TrialState.PRUNED)
+
+    skipped = storage.get_trial(retry._trial_id)
+    assert skipped.user_attrs["skipped"] == "budget already taken by other trials"
+    assert skipped.user_attrs["resumed_from_epoch"] is None
+    assert not spends_budget(skipped)
+    assert budget_counts(study) == (1, 0)
+
+
+def test_a_study_made_again_under_its_name_does_not_resume_the_old_study_s_checkpoints(
+    tmp_path: Path, tiny_splits: DatasetSplits
+) -> None:
+    # Two databases with a study of the same name and settings share one artifact folder (as
+    # server databases share ./advhpo-artifacts, or a study deleted and made again does).
+    (tmp_path / "space.toml").write_text(SMALL_SPACE)
+    settings = mnist_settings(
+        budget=1,
+        epochs=1,
+        train_subset=128,
+        eval_subset=32,
+        epoch_eval=0,
+        space=load_space_file(tmp_path / "space.toml"),
+    )
+    store = CheckpointStore(tmp_path / "art")
+    trials = []
+    for db in ("first.db", "second.db"):
+        url = f"sqlite:///{tmp_path / db}"
+        storage = open_storage(url)
+        create_or_check_study("s", storage, settings)
+        spec = WorkerSpec("s", url, str(tmp_path / "art"), None, True, "cpu", None, 1, 0, None)
+        study = optuna.load_study(
+            study_name="s", storage=storage, sampler=make_sampler(settings, 0)
+        )
+        stop = SimpleNamespace(requested=False)
+        objective = _Objective(spec, settings, tiny_splits, torch.device("cpu"), store, stop)  # type: ignore[arg-type]
+        study.optimize(objective, n_trials=1)
+        trials.append(study.trials[0])
+    assert trials[0].params == trials[1].params  # same seeds, so the same config: only the
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # checkpoint's origin differs
+    assert trials[1].user_attrs["resumed_from_epoch"] is None
+    assert trials[1].user_attrs["train_seconds"] != trials[0].user_attrs["train_seconds"]
+
+
+@pytest.fixture
+def in_process_worker(
+    tmp_path: Path, tiny_splits: DatasetSplits, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[WorkerSpec]:
+    """A spec for running :func:`worker_main` in this process on ``tiny_splits``.
+
+    The worker's signal handlers are put back afterwards (it ignores SIGINT).
+    """
+    monkeypatch.setattr(advhpo.objectives, "load_splits", lambda *a, **k: tiny_splits)
+    (tmp_path / "space.toml").write_text(SMALL_SPACE)
+    settings = mnist_settings(
+        budget=2,
+        epochs=1,
+        train_subset=128,
+        eval_subset=32,
+        epoch_eval=0,
+        space=load_space_file(tmp_path / "space.toml"),
+    )
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    create_or_check_study("s", open_storage(url), settings)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield WorkerSpec("s", url, str(tmp_path / "art"), None, True, "cpu", None, None, 0, None)
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
+
+
+def _failing_run_trial(monkeypatch: pytest.MonkeyPatch, errors: list[Exception]) -> list[Exception]:
+    """Make ``run_trial`` raise ``errors`` one per call, then run for real."""
+    real = advhpo.objectives.run_trial
+    pending = list(errors)
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if pending:
+            raise pending.pop(0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(advhpo.objectives, "run_trial", run)
+    return pending
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_worker_whose_every_trial_fails_stops_with_one_line_instead_of_spinning(
+    in_process_worker: WorkerSpec,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A disk that fails every write: each trial would fail the same way, without end.
+    _failing_run_trial(monkeypatch, [OSError(28, "No space left on device")] * 100)
+    assert worker_main(in_process_worker) == 1
+    study = optuna.load_study(study_name="s", storage=in_process_worker.storage_url)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 5
+    assert all("No space left on device" in str(fail_reason(t)) for t in trials)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert "worker 0: error: 5 trials in a row failed" in out and "No space left" in out
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_diverging_trials_do_not_stop_a_worker_and_a_success_resets_the_count(
+    in_process_worker: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Divergence is a property of the trial's parameters (a too-high learning rate), not of
+    # the worker; and failures count only in an unbroken row.
+    setup = OSError(28, "No space left on device")
+    diverged = DivergenceError("member 0: loss nan at step 3")
+    pending = _failing_run_trial(monkeypatch, [setup] * 4 + [diverged] * 6 + [setup] * 4)
+    assert worker_main(in_process_worker) == 0
+    assert not pending
+    states = [
+        t.state
+        for t in optuna.load_study(study_name="s", storage=in_process_worker.storage_url).trials
+    ]
+    assert states == [TrialState.FAIL] * 14 + [TrialState.COMPLETE] * 2

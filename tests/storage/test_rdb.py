@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from advhpo import ConfigError, StorageError
-from advhpo.storage import open_storage, original_trial_number
+from advhpo.storage import open_storage, original_trial_number, requeue_interrupted
 
 PASSWORD = "s3cret-pw"
 
@@ -73,6 +73,45 @@ def test_a_failed_trial_is_retried_max_retry_times_under_its_original_number(
     assert [t.number for t in study.trials] == [0, 1, 2, 3]  # no third retry
     assert original_trial_number(study.trials[3]) == 1
     assert original_trial_number(study.trials[0]) == 0
+
+
+def test_interruptions_do_not_use_up_the_retries_of_a_lost_trial(
+    storage_url: str, study_name: str
+) -> None:
+    storage = open_storage(storage_url, max_retry=2)
+    study = _study(storage, study_name)
+    callback = storage.get_heartbeat_stale_trial_callback()
+    assert callback is not None
+
+    def end() -> FrozenTrial:
+        trial = study.ask()
+        trial_id = _trial_id(storage, study, trial.number)
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        return storage.get_trial(trial_id)
+
+    for _ in range(3):  # three Ctrl-Cs: each attempt is queued again
+        assert requeue_interrupted(study, end(), max_requeues=5)
+    callback(study, end())  # then lost twice: both retried
+    callback(study, end())
+    callback(study, end())  # a third loss exceeds max_retry=2
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 6
+    assert {original_trial_number(t) for t in study.trials} == {0}
+    assert RetryHeartbeatStaleTrialCallback.retry_history(study.trials[5]) == [0, 1, 2, 3, 4]
+
+
+def test_an_interrupted_trial_is_left_failed_after_max_requeues(
+    storage_url: str, study_name: str
+) -> None:
+    storage = open_storage(storage_url)
+    study = _study(storage, study_name)
+    queued = []
+    for _ in range(3):
+        trial = study.ask()
+        trial_id = _trial_id(storage, study, trial.number)
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        queued.append(requeue_interrupted(study, storage.get_trial(trial_id), max_requeues=2))
+    assert queued == [True, True, False]
+    assert len(study.trials) == 3
 
 
 def _lost_trial(storage_url: str, study_name: str) -> tuple[optuna.Study, optuna.Trial]:
