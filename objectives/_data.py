@@ -7,6 +7,7 @@ read as one numpy buffer loads in well under a second. torchvision is only used 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import pickle
@@ -478,6 +479,7 @@ def _download(name: str, root: Path, offline: bool, expected: str) -> None:
             f"forbids downloading; point --data-dir or ${DATA_DIR_ENV} at a directory "
             "holding them"
         )
+    before = _tree(root)
     try:
         # Imported here: torchvision is slow to import and only needed for this one step.
         import torchvision.datasets
@@ -488,7 +490,24 @@ def _download(name: str, root: Path, offline: bool, expected: str) -> None:
         else:
             torchvision.datasets.CIFAR10(root=str(root), train=True, download=True)
     except Exception as e:
+        _remove_new(root, before)
         raise DataError(
             f"{name}: download into {root} failed ({type(e).__name__}: {_one_line(e)}); "
             f"without internet, place the files there or set --data-dir / ${DATA_DIR_ENV}"
         ) from e
+
+
+def _tree(root: Path) -> set[Path]:
+    """Every path under ``root``, and ``root`` itself if it exists."""
+    return {root, *root.rglob("*")} if root.exists() else set()
+
+
+def _remove_new(root: Path, before: set[Path]) -> None:
+    """Undo what a failed download added under ``root``: its partial files would otherwise
+    be found next time and reported as corrupt data, its empty folders as a dataset."""
+    for path in sorted(_tree(root) - before, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # best effort: the download error is what matters
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()  # only if empty: files found there are not ours to delete
+            else:
+                path.unlink()

@@ -31,6 +31,7 @@ from advhpo.search._launch import (
     place_workers,
     run_workers,
 )
+from advhpo.search._requeue import requeue_dropped
 from advhpo.search._sampler_state import (
     capture_sampler_state,
     load_sampler_state,
@@ -47,6 +48,7 @@ from advhpo.search._settings import (
     settings_dict,
     stored_settings,
 )
+from advhpo.search._slot import SlotLease
 from advhpo.search._space import (
     BASELINE_ATTR,
     DEFAULT_SPACE,
@@ -78,6 +80,7 @@ __all__ = [
     "EarlyStopRule",
     "Placement",
     "RunOptions",
+    "SlotLease",
     "StudySettings",
     "WorkerSpec",
     "baseline_params",
@@ -104,6 +107,7 @@ __all__ = [
     "masking_flag",
     "place_workers",
     "reference_points",
+    "requeue_dropped",
     "resolve_space",
     "restore_sampler_state",
     "run_workers",

@@ -62,7 +62,7 @@ def save_sampler_state(
     storage: optuna.storages.BaseStorage,
     study_id: int,
     host: str,
-    worker: int,
+    worker: int | str,
     sampler: optuna.samplers.BaseSampler,
 ) -> None:
     """Store the sampler's streams under this host's worker slot."""
@@ -74,7 +74,7 @@ def load_sampler_state(
     storage: optuna.storages.BaseStorage,
     study_id: int,
     host: str,
-    worker: int,
+    worker: int | str,
     sampler: optuna.samplers.BaseSampler,
 ) -> bool:
     """Restore the streams an earlier worker in this slot stored; False if there were none."""

@@ -73,6 +73,10 @@ class StudySettings:
         from advhpo.search._space import resolve_space  # the space module imports this one
 
         resolve_space(self.dataset, self.space)
+        if self.space is not None and not self.space:
+            # A --space file with no tables (the shipped space.toml) is the default space: a
+            # study made with it must match the same study made without it.
+            object.__setattr__(self, "space", None)
 
     def objectives(self) -> tuple[str, ...]:
         """Objective names in study order."""

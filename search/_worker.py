@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import signal
@@ -27,10 +28,12 @@ if TYPE_CHECKING:  # torch is imported in the worker process only, after GPU pin
 from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts, spends_budget
 from advhpo.search._early_stop import EPOCH_VALUES_ATTR, EarlyStopRule, reference_points
 from advhpo.search._fail_reason import FAIL_REASON_ATTR
+from advhpo.search._requeue import requeue_dropped
 from advhpo.search._sampler_state import load_sampler_state, save_sampler_state
 from advhpo.search._settings import StudySettings, stored_settings
+from advhpo.search._slot import SlotLease
 from advhpo.search._space import suggest_config
-from advhpo.storage import original_trial_number
+from advhpo.storage import GRACE_ATTR, original_trial_number
 
 _MAX_REQUEUES = 100  # interruptions of one trial before it is left failed
 
@@ -83,13 +86,14 @@ class WorkerSpec:
     grace_period: int = 60
 
 
-def make_sampler(settings: StudySettings, worker_id: int) -> optuna.samplers.BaseSampler:
+def make_sampler(settings: StudySettings, worker_id: int | str) -> optuna.samplers.BaseSampler:
     """The study's sampler for one worker.
 
-    The seed derives from the study seed, this host's name and the worker index: a study is
-    reproducible with one worker, and parallel workers (on this host or others) do not replay
-    each other's proposals. A resumed worker then continues its slot's stored stream (see
-    :func:`load_sampler_state`) instead of starting this seed's stream again.
+    The seed derives from the study seed, this host's name and the worker's slot (its index,
+    or a :class:`SlotLease` name while another live launcher on this host has that index): a
+    study is reproducible with one worker, and parallel workers (on this host or others) do not
+    replay each other's proposals. A resumed worker then continues its slot's stored stream
+    (see :func:`load_sampler_state`) instead of starting this seed's stream again.
     """
     seed = zlib.crc32(f"{settings.seed}:{host_name()}:{worker_id}".encode())
     if settings.sampler == "nsga2":
@@ -159,7 +163,7 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
     import torch
 
     from advhpo.objectives import load_splits, resolve_device
-    from advhpo.storage import CheckpointStore, open_storage, requeue_interrupted
+    from advhpo.storage import CheckpointStore, open_storage
 
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
@@ -173,15 +177,38 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
         grace_period=spec.grace_period,
     )
     settings = stored_settings(optuna.load_study(study_name=spec.study_name, storage=storage))
-    sampler = make_sampler(settings, spec.worker_id)
     study_id = storage.get_study_id_from_name(spec.study_name)
-    load_sampler_state(storage, study_id, host_name(), spec.worker_id, sampler)
-    study = optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler)
     splits = load_splits(settings.dataset, spec.data_dir, offline=spec.offline)
     device = resolve_device(spec.device)
     store = CheckpointStore(Path(spec.artifacts))
     store.check_writable()  # a worker that cannot checkpoint would fail every trial it takes
     objective = _Objective(spec, settings, splits, device, store, stop)
+    lease = SlotLease(storage, study_id, host_name(), spec.worker_id, spec.grace_period)
+    slot = lease.claim()
+    try:
+        return _pull_trials(spec, stop, storage, settings, slot, objective)
+    finally:
+        # Best effort: in an outage the lease goes stale after the grace period instead, and
+        # the worker's own exit reason is what must surface.
+        with contextlib.suppress(Exception):
+            lease.release()
+
+
+def _pull_trials(
+    spec: WorkerSpec,
+    stop: _Stop,
+    storage: optuna.storages.RDBStorage,
+    settings: StudySettings,
+    slot: int | str,
+    objective: _Objective,
+) -> int:
+    """Run trials of the study until its budget is met, the deadline passes or a stop."""
+    from advhpo.storage import RetryLostTrial, requeue_interrupted
+
+    study_id = storage.get_study_id_from_name(spec.study_name)
+    sampler = make_sampler(settings, slot)
+    load_sampler_state(storage, study_id, host_name(), slot, sampler)
+    study = optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler)
 
     def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
         # An interrupted trial is not a failure of its parameters: queue it again so that a
@@ -190,9 +217,12 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
         if trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted"):
             requeue_interrupted(study, trial, _MAX_REQUEUES)
 
+    callback = storage.get_heartbeat_stale_trial_callback()
+    lost_retry = callback if isinstance(callback, RetryLostTrial) else None
     failures_in_a_row = 0
     while not stop.requested:
         fail_stale_trials(study)
+        requeue_dropped(study, lost_retry, _MAX_REQUEUES)
         done, running = budget_counts(study)
         if done >= settings.budget or (spec.deadline and time.time() > spec.deadline):
             break
@@ -220,7 +250,7 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
                     "heartbeats meanwhile; its retry continues from the checkpoint",
                     flush=True,
                 )
-        save_sampler_state(storage, study_id, host_name(), spec.worker_id, sampler)
+        save_sampler_state(storage, study_id, host_name(), slot, sampler)
         if objective.current is not None:
             ran = storage.get_trial(objective.current._trial_id)
             failures_in_a_row = failures_in_a_row + 1 if _failed_by_setup(ran) else 0
@@ -298,6 +328,9 @@ class _Objective:
         from advhpo.objectives import make_ensemble_trainer, run_trial
 
         self.current = trial
+        # Other workers judge this trial lost by our grace period, not theirs: our heartbeats
+        # come every grace/6 s, which a host with a shorter one would take for silence.
+        trial.storage.set_trial_system_attr(trial._trial_id, GRACE_ATTR, self.spec.grace_period)
         # A retry inherits its predecessor's attributes; only this attempt's own end may say
         # why it failed (an attempt that dies without a word is told as lost, fail_reason()),
         # whether it stopped early, or where it resumed from.
@@ -414,12 +447,15 @@ class _Objective:
         """Prune this trial if earlier trials already cover the budget (no overshoot).
 
         Two workers may ask for a trial at the same moment; the one with the higher number
-        steps back, so the study never holds more than ``budget`` trials that spend it.
+        steps back, so the study never holds more than ``budget`` trials that spend it. A
+        queued trial ahead (a retry, a baseline) counts too: workers take queued trials first,
+        so it will run, and a new trial that ran beside it would overshoot.
         """
         ahead = [
             t
             for t in trial.study.get_trials(deepcopy=False)
-            if t.number < trial.number and (t.state == TrialState.RUNNING or spends_budget(t))
+            if t.number < trial.number
+            and (t.state in (TrialState.RUNNING, TrialState.WAITING) or spends_budget(t))
         ]
         if len(ahead) >= self.settings.budget:
             trial.set_user_attr("skipped", "budget already taken by other trials")

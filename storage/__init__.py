@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from advhpo.storage._artifacts import CheckpointStore, default_artifact_dir
 from advhpo.storage._rdb import open_storage
-from advhpo.storage._resilient import OUTAGE_SECONDS, ResilientRDBStorage, is_transient
+from advhpo.storage._resilient import (
+    GRACE_ATTR,
+    OUTAGE_SECONDS,
+    ResilientRDBStorage,
+    is_transient,
+)
 from advhpo.storage._retry import (
     RetryLostTrial,
     original_trial_number,
@@ -21,6 +26,7 @@ from advhpo.storage._url import (
 
 __all__ = [
     "DEFAULT_STORAGE_URL",
+    "GRACE_ATTR",
     "OUTAGE_SECONDS",
     "STORAGE_ENV",
     "CheckpointStore",

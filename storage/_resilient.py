@@ -36,6 +36,7 @@ from typing import Any, TypeVar, cast
 
 import optuna
 import sqlalchemy
+import sqlalchemy.orm
 from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
@@ -81,6 +82,8 @@ _RETRIED = (
 
 CREATE_TOKEN_ATTR = "advhpo:create_token"  # system attribute naming one creation request
 CLAIM_TOKEN_ATTR = "advhpo:claim_token"  # system attribute naming the claim that started a trial
+# System attribute: the grace period (s) of the worker running the trial, which judges it lost.
+GRACE_ATTR = "advhpo:grace_period"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _inside = threading.local()  # a retried call that calls another must not nest the waits
@@ -147,15 +150,29 @@ class ResilientRDBStorage(RDBStorage):
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None
     ) -> FrozenTrial:
-        """Optuna's trial creation, retried, and tagged with a token so it is made only once."""
+        """Optuna's trial creation, retried, and tagged with a token so it is made only once.
+
+        A retry's token names the attempt it retries: however many workers queue a retry of
+        one failed attempt (a lost trial found by two hosts, an interrupted one swept up after
+        its worker died before queueing it), the study gets one.
+        """
         token = uuid.uuid4().hex
         if template_trial is not None:
+            history = template_trial.system_attrs.get("retry_history")
+            if template_trial.state == TrialState.WAITING and isinstance(history, list) and history:
+                token = f"retry-of:{history[-1]}"
             template_trial = copy.copy(template_trial)
             # A retry's template copies the failed trial's system attributes, tokens included;
             # the new trial is a new request and nobody has claimed it yet.
             attrs = {k: v for k, v in template_trial.system_attrs.items() if k != CLAIM_TOKEN_ATTR}
             template_trial.system_attrs = {**attrs, CREATE_TOKEN_ATTR: token}
-            return _retrying(RDBStorage._create_new_trial)(self, study_id, template_trial)
+            _request.found = None
+            made = _retrying(RDBStorage._create_new_trial)(self, study_id, template_trial)
+            if _request.found is not None:
+                # Another request made it (maybe long ago, and run it since): what Optuna's
+                # trial cache keeps must be the row as it is, not this request's template.
+                return self.get_trial(_request.found)
+            return made
         # An empty trial has no template to carry the token into _get_prepared_new_trial.
         _request.token = token
         try:
@@ -186,6 +203,7 @@ class ResilientRDBStorage(RDBStorage):
             params = {"study": study_id, "key": CREATE_TOKEN_ATTR, "value": json.dumps(token)}
             made = session.execute(query, params).first()
             if made is not None:
+                _request.found = int(made[0])
                 return session.get(models.TrialModel, int(made[0]))
         trial = RDBStorage._get_prepared_new_trial(self, study_id, template_trial, session)
         if template_trial is None and token is not None:
@@ -235,15 +253,16 @@ class ResilientRDBStorage(RDBStorage):
 
     @_retrying
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        """Optuna's stale trials, and RUNNING trials that never recorded a heartbeat and started
+        """Optuna's stale trials, judged by each trial's own grace period (see
+        :data:`GRACE_ATTR`), and RUNNING trials that never recorded a heartbeat and started
         more than twice the grace period ago, which Optuna's check skips.
 
         ``optuna.storages.fail_stale_trials`` (and every ``study.optimize``) fails and re-queues
         what this returns. Trials started without heartbeats (e.g. by ``optuna ask``) count as
         gone too.
         """
-        stale = RDBStorage._get_stale_trial_ids(self, study_id)
         grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        stale = self._silent_too_long(study_id, grace)
         # datetime_start is the creating host's naive local time. A live trial records its
         # first heartbeat within milliseconds of starting, so clock skew between hosts can only
         # misjudge a trial in those milliseconds; twice the grace leaves room for a slow one.
@@ -256,6 +275,49 @@ class ResilientRDBStorage(RDBStorage):
         with self.engine.connect() as conn:
             rows = conn.execute(query, {"study": study_id, "cutoff": cutoff})
             return stale + [int(row[0]) for row in rows]
+
+    def _silent_too_long(self, study_id: int, grace: float) -> list[int]:
+        """RUNNING trials whose last heartbeat is older than their grace period.
+
+        Optuna judges every trial by the grace period of the process that looks; a host
+        started with a longer one (heartbeats every grace/6 s) would then see its live trials
+        failed by every host with a shorter one. A trial that declared its worker's period is
+        judged by that; others by ``grace``.
+        """
+        with _create_scoped_session(self.scoped_session, True) as session:
+            now = session.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+            assert now is not None
+            now = now.replace(tzinfo=None)  # PostgreSQL's is aware, the stored beats naive
+            running = (
+                session.query(models.TrialModel)
+                .options(
+                    sqlalchemy.orm.selectinload(models.TrialModel.heartbeats),
+                    sqlalchemy.orm.selectinload(models.TrialModel.system_attributes),
+                )
+                .filter(models.TrialModel.state == TrialState.RUNNING)
+                .filter(models.TrialModel.study_id == study_id)
+                .all()
+            )
+            stale = []
+            for trial in running:
+                if not trial.heartbeats:
+                    continue
+                declared = {a.key: a.value_json for a in trial.system_attributes}.get(GRACE_ATTR)
+                limit = _seconds(declared) or grace
+                if now - trial.heartbeats[0].heartbeat > timedelta(seconds=limit):
+                    stale.append(trial.trial_id)
+            return stale
+
+
+def _seconds(value_json: str | None) -> float | None:
+    """A declared grace period, or ``None`` if absent or unreadable."""
+    try:
+        value = json.loads(value_json) if value_json is not None else None
+    except ValueError:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return None
+    return float(value)
 
 
 for _name in _RETRIED:

@@ -33,9 +33,12 @@ class RetryLostTrial(RetryHeartbeatStaleTrialCallback):
         self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        lost = int(trial.system_attrs.get(LOST_RETRIES_ATTR, 0)) + 1
-        if lost <= self.max_retry:
-            _queue_retry(study, trial, lost)
+        if self.will_retry(trial):
+            _queue_retry(study, trial, int(trial.system_attrs.get(LOST_RETRIES_ATTR, 0)) + 1)
+
+    def will_retry(self, trial: FrozenTrial) -> bool:
+        """Whether this lost attempt is within ``max_retry`` and so gets a retry."""
+        return int(trial.system_attrs.get(LOST_RETRIES_ATTR, 0)) < self.max_retry
 
 
 def retry_callback(max_retry: int) -> RetryLostTrial:
@@ -68,7 +71,8 @@ def requeue_interrupted(study: optuna.Study, trial: FrozenTrial, max_requeues: i
     Returns:
         Whether a retry was queued.
     """
-    history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    # Optuna's retry_history(trial), read directly: that accessor is experimental and warns.
+    history = list(trial.system_attrs.get("retry_history", []))
     lost = int(trial.system_attrs.get(LOST_RETRIES_ATTR, 0))
     if len(history) - lost >= max_requeues:
         return False

@@ -484,6 +484,25 @@ def test_failed_download_is_a_one_line_data_error(
     assert ("mnist", tmp_path.resolve()) not in _data._CACHE
 
 
+def test_a_failed_download_leaves_only_what_was_there_before(
+    tmp_path: Path, fake_torchvision: types.SimpleNamespace
+) -> None:
+    # A partial file left behind would be reported as corrupt data on the next run, and the
+    # user told to delete it by hand.
+    (tmp_path / "notes.txt").write_text("mine")
+
+    def cut_off(root: str, **kwargs: object) -> None:
+        raw = Path(root) / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b partial")
+        raise ConnectionResetError("connection reset by peer")
+
+    fake_torchvision.MNIST = cut_off
+    with pytest.raises(DataError, match="connection reset"):
+        load_raw("mnist", tmp_path)
+    assert [p.name for p in tmp_path.rglob("*")] == ["notes.txt"]
+
+
 def test_download_that_writes_nothing_is_a_data_error(
     tmp_path: Path, fake_torchvision: types.SimpleNamespace
 ) -> None:

@@ -64,6 +64,7 @@ def test_workers_get_distinct_reproducible_streams(monkeypatch: pytest.MonkeyPat
     first = _draws(make_sampler(settings, 0))
     assert _draws(make_sampler(settings, 0)) == first  # same study seed, host and slot
     assert _draws(make_sampler(settings, 1)) != first  # another worker
+    assert _draws(make_sampler(settings, "0.1")) != first  # worker 0 of a second launcher
     monkeypatch.setenv("ADVHPO_HOST", "host-b")
     assert _draws(make_sampler(settings, 0)) != first  # the same slot on another host
     other_seed = StudySettings(dataset="mnist", budget=30, eval_eps=0.3, sampler="random", seed=1)

@@ -137,6 +137,18 @@ def test_a_malformed_device_list_is_an_error() -> None:
         place_workers("gpu0", None, 1)
 
 
+@pytest.mark.parametrize(("first", "then"), [({}, None), (None, {})])
+def test_an_empty_space_file_is_the_default_space(
+    first: dict[str, object] | None, then: dict[str, object] | None
+) -> None:
+    # docker-compose's init passes the shipped, all-comments space.toml; `advhpo run` without
+    # --space on the same study must not report a conflict.
+    storage = optuna.storages.InMemoryStorage()
+    create_or_check_study("s", storage, mnist_settings(space=first))
+    study = create_or_check_study("s", storage, mnist_settings(space=then))
+    assert stored_settings(study).space is None
+
+
 def test_space_overrides_are_validated_and_stored(storage_url: str, study_name: str) -> None:
     space = {"ensemble": {"choices": [1]}, "layers": {"low": 2, "high": 2}}
     storage = open_storage(storage_url)

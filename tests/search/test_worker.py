@@ -19,6 +19,7 @@ from advhpo.objectives import DatasetSplits
 from advhpo.search import (
     EARLY_STOP_ATTR,
     LOST_REASON,
+    StudySettings,
     WorkerSpec,
     budget_counts,
     create_or_check_study,
@@ -31,6 +32,15 @@ from advhpo.search import (
 from advhpo.search._worker import _Objective, worker_main
 from advhpo.storage import CheckpointStore, open_storage, retry_callback
 from tests.search._factories import SMALL_SPACE, mnist_settings
+
+
+def _objective(
+    url: str, settings: StudySettings, splits: DatasetSplits, store: CheckpointStore
+) -> _Objective:
+    """The objective a CPU worker of study ``s`` on ``url`` runs, never asked to stop."""
+    spec = WorkerSpec("s", url, str(store.root), None, True, "cpu", None, 1, 0, None)
+    stop = SimpleNamespace(requested=False)
+    return _Objective(spec, settings, splits, torch.device("cpu"), store, stop)  # type: ignore[arg-type]
 
 
 # The test asks for trials by hand, without Study.optimize's heartbeat thread.
@@ -54,10 +64,7 @@ def test_a_retry_that_dies_silently_is_told_as_lost_not_as_its_predecessor(
         raise KeyboardInterrupt  # stands in for SIGKILL: no handler of the worker runs
 
     monkeypatch.setattr(advhpo.objectives, "run_trial", die)
-    spec = WorkerSpec("s", url, str(tmp_path / "art"), None, True, "cpu", None, 1, 0, None)
-    stop = SimpleNamespace(requested=False)
-    store = CheckpointStore(tmp_path)
-    objective = _Objective(spec, settings, tiny_splits, torch.device("cpu"), store, stop)  # type: ignore[arg-type]
+    objective = _objective(url, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
     retry = study.ask()
     assert retry.number == first.number + 1  # the queued retry, not a new trial
     with pytest.raises(KeyboardInterrupt):
@@ -89,10 +96,7 @@ def test_a_retry_skipped_at_the_budget_does_not_inherit_its_predecessor_s_early_
     storage.set_trial_state_values(first._trial_id, TrialState.FAIL)
     retry_callback(3)(study, storage.get_trial(first._trial_id))
 
-    spec = WorkerSpec("s", url, str(tmp_path / "art"), None, True, "cpu", None, 1, 0, None)
-    stop = SimpleNamespace(requested=False)
-    store = CheckpointStore(tmp_path)
-    objective = _Objective(spec, settings, tiny_splits, torch.device("cpu"), store, stop)  # type: ignore[arg-type]
+    objective = _objective(url, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
     retry = study.ask()
     with pytest.raises(optuna.TrialPruned):
         objective(retry)
@@ -103,6 +107,26 @@ def test_a_retry_skipped_at_the_budget_does_not_inherit_its_predecessor_s_early_
     assert skipped.user_attrs["resumed_from_epoch"] is None
     assert not spends_budget(skipped)
     assert budget_counts(study) == (1, 0)
+
+
+def test_a_new_trial_steps_back_for_a_queued_retry_ahead_of_it(
+    tmp_path: Path, tiny_splits: DatasetSplits
+) -> None:
+    # Worker B created trial 1 while trial 0, a retry, sat queued for worker A: both would
+    # run, two trials for a budget of one.
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    storage = open_storage(url)
+    settings = mnist_settings(budget=1)
+    study = create_or_check_study("s", storage, settings)
+    study.enqueue_trial({})
+    study_id = storage.get_study_id_from_name("s")
+    new = optuna.Trial(study, storage.create_new_trial(study_id))
+    assert [t.state for t in study.trials] == [TrialState.WAITING, TrialState.RUNNING]
+
+    objective = _objective(url, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
+    with pytest.raises(optuna.TrialPruned):
+        objective(new)
+    assert storage.get_trial(new._trial_id).user_attrs["skipped"].startswith("budget already")
 
 
 def test_a_study_made_again_under_its_name_does_not_resume_the_old_study_s_checkpoints(
@@ -125,12 +149,10 @@ def test_a_study_made_again_under_its_name_does_not_resume_the_old_study_s_check
         url = f"sqlite:///{tmp_path / db}"
         storage = open_storage(url)
         create_or_check_study("s", storage, settings)
-        spec = WorkerSpec("s", url, str(tmp_path / "art"), None, True, "cpu", None, 1, 0, None)
         study = optuna.load_study(
             study_name="s", storage=storage, sampler=make_sampler(settings, 0)
         )
-        stop = SimpleNamespace(requested=False)
-        objective = _Objective(spec, settings, tiny_splits, torch.device("cpu"), store, stop)  # type: ignore[arg-type]
+        objective = _objective(url, settings, tiny_splits, store)
         study.optimize(objective, n_trials=1)
         trials.append(study.trials[0])
     assert trials[0].params == trials[1].params  # same seeds, so the same config: only the

@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from advhpo import ConfigError, StorageError
-from advhpo.storage import open_storage, original_trial_number, requeue_interrupted
+from advhpo.storage import GRACE_ATTR, open_storage, original_trial_number, requeue_interrupted
 
 PASSWORD = "s3cret-pw"
 
@@ -96,7 +96,7 @@ def test_interruptions_do_not_use_up_the_retries_of_a_lost_trial(
     callback(study, end())  # a third loss exceeds max_retry=2
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 6
     assert {original_trial_number(t) for t in study.trials} == {0}
-    assert RetryHeartbeatStaleTrialCallback.retry_history(study.trials[5]) == [0, 1, 2, 3, 4]
+    assert study.trials[5].system_attrs["retry_history"] == [0, 1, 2, 3, 4]
 
 
 def test_an_interrupted_trial_is_left_failed_after_max_requeues(
@@ -133,6 +133,24 @@ def test_a_trial_without_heartbeat_is_failed_and_requeued(
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states == [TrialState.FAIL, TrialState.WAITING]
     assert original_trial_number(study.ask()) == lost.number
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_trial_is_judged_lost_by_its_own_worker_s_grace_period(
+    storage_url: str, study_name: str
+) -> None:
+    # A host started with --grace-period 30 heartbeats every 5 s; one with 2 must not take
+    # those trials for lost between two beats.
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
+    study = _study(storage, study_name)
+    patient, undeclared = study.ask(), study.ask()
+    storage.set_trial_system_attr(patient._trial_id, GRACE_ATTR, 30)
+    for trial in (patient, undeclared):
+        storage.record_heartbeat(trial._trial_id)
+    time.sleep(3.1)  # > 2 s, also with SQLite's whole-second timestamps; < 30 s
+    fail_stale_trials(study)
+    assert storage.get_trial(patient._trial_id).state == TrialState.RUNNING
+    assert storage.get_trial(undeclared._trial_id).state == TrialState.FAIL
 
 
 def _running(started: datetime) -> FrozenTrial:
