@@ -127,6 +127,6 @@ def _parse(value: Any) -> dict[str, Any] | None:
     """A stored lease, or ``None`` for a released, missing or unreadable one."""
     try:
         lease = json.loads(value)
-        return lease if isinstance(lease["token"], str) and float(lease["renewed"]) else None
+        return {"token": str(lease["token"]), "renewed": float(lease["renewed"])}
     except (TypeError, ValueError, KeyError):
         return None
