@@ -225,6 +225,30 @@ def test_ctrl_c_checkpoints_and_resume_finishes_the_study(
     assert resumed.values[2] >= sum(e["seconds"] for e in history)
 
 
+@pytest.mark.real_data
+def test_two_launchers_on_one_host_do_not_replay_each_other_s_proposals(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
+    # Two terminals (or two --scale'd containers sharing the host's name) each run worker 0:
+    # by host and index alone they would share one seed and train the same trials twice.
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    (tmp_path / "space.toml").write_text(SMALL_SPACE)
+    argv = ["run", "twice", "--dataset", "mnist", "--storage", url, "--trials", "4",
+            "--sampler", "random", "--space", str(tmp_path / "space.toml"), *TINY,
+            "--data-dir", str(real_data_dir), "--offline", "--quiet"]  # fmt: skip
+    advhpo(*argv, "--create-only")
+    launchers = [
+        subprocess.Popen([sys.executable, "-m", "advhpo", *argv, "--workers", "1"])
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=600) for p in launchers] == [0, 0]
+    done = _complete(url, "twice")
+    assert len(done) == 4
+    assert len({t.user_attrs["worker_pid"] for t in done}) == 2
+    params = [tuple(sorted(t.params.items())) for t in done]
+    assert len(set(params)) == 4
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
