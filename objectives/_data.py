@@ -11,7 +11,9 @@ import contextlib
 import gzip
 import os
 import pickle
+import shutil
 import struct
+import tempfile
 import threading
 import zlib
 from dataclasses import dataclass
@@ -479,35 +481,32 @@ def _download(name: str, root: Path, offline: bool, expected: str) -> None:
             f"forbids downloading; point --data-dir or ${DATA_DIR_ENV} at a directory "
             "holding them"
         )
-    before = _tree(root)
+    # Into a private folder first, moved into place only once complete: a download cut off
+    # (no network, Ctrl-C) leaves no partial file for the next run to report as corrupt, and
+    # two processes downloading into one cache never delete each other's files.
+    made_root = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
     try:
         # Imported here: torchvision is slow to import and only needed for this one step.
         import torchvision.datasets
 
         if name == "mnist":
             # One construction fetches all four files; the test flag only picks what it parses.
-            torchvision.datasets.MNIST(root=str(root), train=True, download=True)
+            torchvision.datasets.MNIST(root=str(tmp), train=True, download=True)
         else:
-            torchvision.datasets.CIFAR10(root=str(root), train=True, download=True)
+            torchvision.datasets.CIFAR10(root=str(tmp), train=True, download=True)
+        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            target = root / file.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target)
     except Exception as e:
-        _remove_new(root, before)
         raise DataError(
             f"{name}: download into {root} failed ({type(e).__name__}: {_one_line(e)}); "
             f"without internet, place the files there or set --data-dir / ${DATA_DIR_ENV}"
         ) from e
-
-
-def _tree(root: Path) -> set[Path]:
-    """Every path under ``root``, and ``root`` itself if it exists."""
-    return {root, *root.rglob("*")} if root.exists() else set()
-
-
-def _remove_new(root: Path, before: set[Path]) -> None:
-    """Undo what a failed download added under ``root``: its partial files would otherwise
-    be found next time and reported as corrupt data, its empty folders as a dataset."""
-    for path in sorted(_tree(root) - before, key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):  # best effort: the download error is what matters
-            if path.is_dir() and not path.is_symlink():
-                path.rmdir()  # only if empty: files found there are not ours to delete
-            else:
-                path.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made_root:
+            with contextlib.suppress(OSError):  # only if the download left it empty
+                root.rmdir()

@@ -11,19 +11,21 @@ process lives, gives the second one a key of its own.
 from __future__ import annotations
 
 import contextlib
-import json
+import os
 import threading
 import time
 import uuid
-from typing import Any
-
-import optuna
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from advhpo._errors import AdvhpoError
 
+if TYPE_CHECKING:
+    from advhpo.storage import ResilientRDBStorage
+
 _KEY = "advhpo:slot_lease:{host}:{slot}"
-_SETTLE_SECONDS = 0.5  # between writing a claim and reading it back (see SlotLease.claim)
 _MAX_SLOTS = 1000  # leases tried before giving up: more live launchers on one host is a bug
+_JOIN_SECONDS = 2.0  # an exiting worker waits this long for a renewal stuck in an outage
 
 
 def _slot_name(worker_id: int, k: int) -> int | str:
@@ -34,18 +36,22 @@ def _slot_name(worker_id: int, k: int) -> int | str:
 class SlotLease:
     """A live claim on one sampler slot of this host, renewed by a daemon thread.
 
+    A lease is free when it was released, when its holder has not renewed it within the
+    holder's own ``stale_after``, or when its holder is a process of this host's pid namespace
+    that has exited (a worker killed outright and resumed at once continues its slot).
+
     Args:
         storage: The study's storage.
         study_id: The study.
         host: This host's name in trial records.
         worker_id: The worker's index on its launcher.
-        stale_after: Seconds without renewal after which a lease counts as abandoned (its
-            process died without releasing it), i.e. the study's grace period.
+        stale_after: Seconds without renewal after which this process's lease counts as
+            abandoned, i.e. its grace period; renewals come every sixth of it.
     """
 
     def __init__(
         self,
-        storage: optuna.storages.BaseStorage,
+        storage: ResilientRDBStorage,
         study_id: int,
         host: str,
         worker_id: int,
@@ -55,78 +61,108 @@ class SlotLease:
         self.worker_id, self.stale_after = worker_id, stale_after
         self.token = uuid.uuid4().hex
         self.slot: int | str | None = None
+        self.lost = False  # set when another process took the slot over (see claim)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._process = _this_process()
 
     def claim(self) -> int | str:
         """Take the first slot of this worker index that no live process holds.
 
-        The storage offers no compare-and-set, so a claim is written, left to settle, and
-        read back: of two processes claiming one slot at once, the one whose write lost sees
-        the other's token and moves on to the next slot.
+        Each try is one atomic swap in the storage, so two processes claiming at once never
+        both win. A process that loses its slot (suspended past its grace period, then taken
+        over) finds :attr:`lost` set and may claim again.
 
         Returns:
             The slot: ``worker_id`` itself, or ``"<worker_id>.<k>"`` while that is taken.
         """
+        self._stop_renewing()
+        self.slot, self.lost = None, False
         for k in range(_MAX_SLOTS):
             slot = _slot_name(self.worker_id, k)
             key = _KEY.format(host=self.host, slot=slot)
-            if not self._free(self._read(key)):
-                continue
-            self._write(key)
-            time.sleep(_SETTLE_SECONDS)
-            if self._mine(self._read(key)):
+            if self.storage.swap_study_system_attr(self.study_id, key, self._lease(), self._free):
                 self.slot = slot
                 self._start_renewing(key)
                 return slot
         raise AdvhpoError(f"{_MAX_SLOTS} live slots of worker {self.worker_id} on {self.host}")
 
     def release(self) -> None:
-        """Stop renewing and free the slot, so the next process on this host continues it."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        """Stop renewing and free the slot, so the next process on this host continues it.
+
+        Never retried through an outage: the lease then goes stale on its own.
+        """
+        self._stop_renewing()
         if self.slot is not None:
             key = _KEY.format(host=self.host, slot=self.slot)
-            if self._mine(self._read(key)):
-                self.storage.set_study_system_attr(self.study_id, key, None)
             self.slot = None
+            self.storage.swap_study_system_attr(self.study_id, key, None, self._mine, retry=False)
 
-    def _read(self, key: str) -> Any:
-        return self.storage.get_study_system_attrs(self.study_id).get(key)
+    def _lease(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "renewed": time.time(),  # one host's clock: only this host's processes compare it
+            "stale_after": self.stale_after,
+            **self._process,
+        }
 
-    def _write(self, key: str) -> None:
-        lease = json.dumps({"token": self.token, "renewed": time.time()})
-        self.storage.set_study_system_attr(self.study_id, key, lease)
+    def _free(self, lease: Any) -> bool:
+        if not isinstance(lease, dict) or lease.get("token") == self.token:
+            return True
+        try:
+            stale = time.time() - float(lease["renewed"]) > float(lease["stale_after"])
+        except (KeyError, TypeError, ValueError):
+            return True  # not a lease this code wrote
+        return stale or _exited(lease, self._process)
 
-    def _free(self, value: Any) -> bool:
-        lease = _parse(value)
-        return (
-            lease is None
-            or lease["token"] == self.token
-            or time.time() - lease["renewed"] > self.stale_after
-        )
-
-    def _mine(self, value: Any) -> bool:
-        lease = _parse(value)
-        return lease is not None and lease["token"] == self.token
+    def _mine(self, lease: Any) -> bool:
+        return isinstance(lease, dict) and lease.get("token") == self.token
 
     def _start_renewing(self, key: str) -> None:
         interval = max(1.0, self.stale_after / 6)  # as trial heartbeats: one slow write is fine
+        stop = self._stop = threading.Event()
 
         def renew() -> None:
-            while not self._stop.wait(interval):
+            while not stop.wait(interval):
                 with contextlib.suppress(Exception):  # an outage: the next renewal tries again
-                    self._write(key)
+                    if not self.storage.swap_study_system_attr(
+                        self.study_id, key, self._lease(), self._mine, retry=False
+                    ):
+                        self.lost = True
+                        return
 
         self._thread = threading.Thread(target=renew, name="advhpo-slot-lease", daemon=True)
         self._thread.start()
 
+    def _stop_renewing(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=_JOIN_SECONDS)
+            self._thread = None
 
-def _parse(value: Any) -> dict[str, Any] | None:
-    """A stored lease, or ``None`` for a released, missing or unreadable one."""
+
+def _this_process() -> dict[str, Any]:
+    """This process as another one on this host can check it is still alive (Linux)."""
+    me: dict[str, Any] = {"pid": os.getpid()}
+    with contextlib.suppress(OSError, IndexError):
+        me["pidns"] = os.readlink("/proc/self/ns/pid")
+        me["boot"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        me["started"] = _start_time(os.getpid())
+    return me
+
+
+def _start_time(pid: int) -> str:
+    """Field 22 of /proc/PID/stat: with the pid it names one process, however the kernel
+    reuses pids. A zombie (killed, not yet reaped by its launcher) reads as gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return "exited" if fields[0] == "Z" else fields[19]
+
+
+def _exited(lease: dict[str, Any], me: dict[str, Any]) -> bool:
+    """Whether the lease's holder is a process of our pid namespace that no longer runs."""
+    if "started" not in me or any(lease.get(k) != me[k] for k in ("pidns", "boot")):
+        return False  # another container or machine: only staleness can tell
     try:
-        lease = json.loads(value)
-        return {"token": str(lease["token"]), "renewed": float(lease["renewed"])}
-    except (TypeError, ValueError, KeyError):
-        return None
+        return _start_time(int(lease["pid"])) != lease.get("started")
+    except (OSError, IndexError, KeyError, TypeError, ValueError):
+        return True

@@ -127,7 +127,12 @@ def resolve_space(dataset: str, overrides: dict[str, ParamSpec] | None) -> dict[
         if "low" in spec and spec["low"] > spec["high"]:
             raise ConfigError(f"search parameter {name!r}: low > high")
         _check_domain(dataset, name, spec)
-        space[name] = dict(spec)
+        spec = dict(spec)
+        if "low" in spec and name not in _INTEGER_PARAMS:
+            # `low = 0` / `high = 1` in TOML are integers: a rate or radius would otherwise be
+            # sampled as an integer, 0 or 1 and nothing between.
+            spec["low"], spec["high"] = float(spec["low"]), float(spec["high"])
+        space[name] = spec
     return space
 
 

@@ -18,13 +18,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from advhpo._errors import AdvhpoError, DivergenceError
+from advhpo._errors import AdvhpoError, ConfigError, DivergenceError
 
 if TYPE_CHECKING:  # torch is imported in the worker process only, after GPU pinning
     import torch
 
     from advhpo.objectives import DatasetSplits, EnsembleTrainer, EpochEnd
-    from advhpo.storage import CheckpointStore
+    from advhpo.storage import CheckpointStore, ResilientRDBStorage
 from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts, spends_budget
 from advhpo.search._early_stop import EPOCH_VALUES_ATTR, EarlyStopRule, reference_points
 from advhpo.search._fail_reason import FAIL_REASON_ATTR
@@ -37,10 +37,19 @@ from advhpo.storage import GRACE_ATTR, original_trial_number
 
 _MAX_REQUEUES = 100  # interruptions of one trial before it is left failed
 
-# Trials in a row failed for a reason not of their parameters (anything but a diverging loss):
-# the cause is this worker's setup (disk, GPU, a broken data copy), and going on would only
-# turn the rest of the budget into failed trials.
+# Trials in a row failed for a reason not of their parameters: the cause is this worker's
+# setup (disk, GPU, a broken data copy), and going on would only turn the rest of the budget
+# into failed trials.
 _MAX_FAILURES_IN_A_ROW = 5
+# Failures of the parameters, not the worker: a diverging loss, a config the space allows but
+# the net refuses, a net or ensemble too big for the device (CUDA's OutOfMemoryError, the CPU
+# allocator's RuntimeError). Samplers do not learn from failed trials, so these may repeat.
+_PER_TRIAL_FAILURES = (
+    f"{DivergenceError.__name__}:",
+    f"{ConfigError.__name__}:",
+    "OutOfMemoryError:",
+)
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory")
 
 _POLL_SECONDS = 2.0  # how often an idle worker looks for freed budget or stale trials
 
@@ -184,9 +193,9 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
     store.check_writable()  # a worker that cannot checkpoint would fail every trial it takes
     objective = _Objective(spec, settings, splits, device, store, stop)
     lease = SlotLease(storage, study_id, host_name(), spec.worker_id, spec.grace_period)
-    slot = lease.claim()
+    lease.claim()
     try:
-        return _pull_trials(spec, stop, storage, settings, slot, objective)
+        return _pull_trials(spec, stop, storage, settings, lease, objective)
     finally:
         # Best effort: in an outage the lease goes stale after the grace period instead, and
         # the worker's own exit reason is what must surface.
@@ -197,18 +206,24 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
 def _pull_trials(
     spec: WorkerSpec,
     stop: _Stop,
-    storage: optuna.storages.RDBStorage,
+    storage: ResilientRDBStorage,
     settings: StudySettings,
-    slot: int | str,
+    lease: SlotLease,
     objective: _Objective,
 ) -> int:
     """Run trials of the study until its budget is met, the deadline passes or a stop."""
     from advhpo.storage import RetryLostTrial, requeue_interrupted
 
     study_id = storage.get_study_id_from_name(spec.study_name)
-    sampler = make_sampler(settings, slot)
-    load_sampler_state(storage, study_id, host_name(), slot, sampler)
-    study = optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler)
+    study = optuna.load_study(study_name=spec.study_name, storage=storage)
+
+    def take_slot(slot: int | str) -> None:
+        study.sampler = make_sampler(settings, slot)
+        load_sampler_state(storage, study_id, host_name(), slot, study.sampler)
+
+    assert lease.slot is not None
+    slot = lease.slot
+    take_slot(slot)
 
     def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
         # An interrupted trial is not a failure of its parameters: queue it again so that a
@@ -221,6 +236,15 @@ def _pull_trials(
     lost_retry = callback if isinstance(callback, RetryLostTrial) else None
     failures_in_a_row = 0
     while not stop.requested:
+        if lease.lost:
+            # This process was suspended (or cut off) past its grace period and another one
+            # took the slot over: go on in a slot of our own rather than share its stream.
+            slot = lease.claim()
+            take_slot(slot)
+            print(
+                f"worker {spec.worker_id}: its sampler slot was taken over; now slot {slot}",
+                flush=True,
+            )
         fail_stale_trials(study)
         requeue_dropped(study, lost_retry, _MAX_REQUEUES)
         done, running = budget_counts(study)
@@ -250,7 +274,7 @@ def _pull_trials(
                     "heartbeats meanwhile; its retry continues from the checkpoint",
                     flush=True,
                 )
-        save_sampler_state(storage, study_id, host_name(), slot, sampler)
+        save_sampler_state(storage, study_id, host_name(), slot, study.sampler)
         if objective.current is not None:
             ran = storage.get_trial(objective.current._trial_id)
             failures_in_a_row = failures_in_a_row + 1 if _failed_by_setup(ran) else 0
@@ -269,7 +293,8 @@ def _failed_by_setup(trial: FrozenTrial) -> bool:
         trial.state == TrialState.FAIL
         and not trial.user_attrs.get("interrupted")
         and isinstance(reason, str)
-        and not reason.startswith(f"{DivergenceError.__name__}:")
+        and not reason.startswith(_PER_TRIAL_FAILURES)
+        and not any(text in reason for text in _OUT_OF_MEMORY)
     )
 
 

@@ -276,6 +276,46 @@ class ResilientRDBStorage(RDBStorage):
             rows = conn.execute(query, {"study": study_id, "cutoff": cutoff})
             return stale + [int(row[0]) for row in rows]
 
+    def swap_study_system_attr(
+        self,
+        study_id: int,
+        key: str,
+        value: Any,
+        replaceable: Callable[[Any], bool],
+        *,
+        retry: bool = True,
+    ) -> bool:
+        """Set a study system attribute only if ``replaceable(current value)``, atomically.
+
+        The read and the write share one transaction holding the study's row lock (SQLite:
+        the write lock), so of two processes swapping one key at once, the second sees the
+        first's value. A missing attribute reads as ``None``.
+
+        Args:
+            retry: Retry through an outage like other calls (a retry after a lost
+                acknowledgement sees its own value, so ``replaceable`` must accept that).
+                ``False`` for calls that must not hold up an exiting process.
+
+        Returns:
+            Whether the value was written.
+        """
+        swap = _retrying(type(self)._swap) if retry else type(self)._swap
+        return bool(swap(self, study_id, key, value, replaceable))
+
+    def _swap(
+        self, study_id: int, key: str, value: Any, replaceable: Callable[[Any], bool]
+    ) -> bool:
+        with _create_scoped_session(self.scoped_session, True) as session:
+            study = models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            row = models.StudySystemAttributeModel.find_by_study_and_key(study, key, session)
+            if not replaceable(None if row is None else json.loads(row.value_json)):
+                return False
+            if row is None:
+                row = models.StudySystemAttributeModel(study_id=study_id, key=key)
+                session.add(row)
+            row.value_json = json.dumps(value)
+            return True
+
     def _silent_too_long(self, study_id: int, grace: float) -> list[int]:
         """RUNNING trials whose last heartbeat is older than their grace period.
 

@@ -34,11 +34,21 @@ class RetryLostTrial(RetryHeartbeatStaleTrialCallback):
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if self.will_retry(trial):
-            _queue_retry(study, trial, int(trial.system_attrs.get(LOST_RETRIES_ATTR, 0)) + 1)
+            _queue_retry(study, trial, _lost_before(trial) + 1)
 
     def will_retry(self, trial: FrozenTrial) -> bool:
         """Whether this lost attempt is within ``max_retry`` and so gets a retry."""
-        return int(trial.system_attrs.get(LOST_RETRIES_ATTR, 0)) < self.max_retry
+        return _lost_before(trial) < self.max_retry
+
+
+def _lost_before(trial: FrozenTrial) -> int:
+    """Lost attempts of the trial before this one.
+
+    A retry Optuna's own callback queued (advhpo before lost attempts were counted apart)
+    carries no count: all of its history counted as lost then, and still does.
+    """
+    history = trial.system_attrs.get("retry_history", [])
+    return int(trial.system_attrs.get(LOST_RETRIES_ATTR, len(history)))
 
 
 def retry_callback(max_retry: int) -> RetryLostTrial:
@@ -73,7 +83,7 @@ def requeue_interrupted(study: optuna.Study, trial: FrozenTrial, max_requeues: i
     """
     # Optuna's retry_history(trial), read directly: that accessor is experimental and warns.
     history = list(trial.system_attrs.get("retry_history", []))
-    lost = int(trial.system_attrs.get(LOST_RETRIES_ATTR, 0))
+    lost = _lost_before(trial)
     if len(history) - lost >= max_requeues:
         return False
     _queue_retry(study, trial, lost)

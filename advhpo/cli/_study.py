@@ -63,8 +63,9 @@ GraceOpt = Annotated[
     int,
     typer.Option(
         callback=positive_int,
-        help="Seconds without a heartbeat (sent every grace/6 s) "
-        "before a trial counts as lost and is retried from its checkpoint.",
+        help="Seconds without a heartbeat (sent every grace/6 s) before a trial of these "
+        "workers counts as lost and is retried from its checkpoint; stored on each trial, so "
+        "every host judges it by this.",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]

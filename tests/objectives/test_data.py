@@ -484,23 +484,27 @@ def test_failed_download_is_a_one_line_data_error(
     assert ("mnist", tmp_path.resolve()) not in _data._CACHE
 
 
-def test_a_failed_download_leaves_only_what_was_there_before(
-    tmp_path: Path, fake_torchvision: types.SimpleNamespace
+@pytest.mark.parametrize(
+    "cut", [ConnectionResetError("connection reset by peer"), KeyboardInterrupt()]
+)
+def test_a_download_cut_off_leaves_only_what_others_put_there(
+    tmp_path: Path, fake_torchvision: types.SimpleNamespace, cut: BaseException
 ) -> None:
-    # A partial file left behind would be reported as corrupt data on the next run, and the
-    # user told to delete it by hand.
+    # A partial file left behind would be reported as corrupt data on the next run; files
+    # that appear meanwhile (another process's download into the same cache) are not ours.
     (tmp_path / "notes.txt").write_text("mine")
 
     def cut_off(root: str, **kwargs: object) -> None:
         raw = Path(root) / "MNIST" / "raw"
         raw.mkdir(parents=True)
         (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b partial")
-        raise ConnectionResetError("connection reset by peer")
+        (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"another process's")
+        raise cut
 
     fake_torchvision.MNIST = cut_off
-    with pytest.raises(DataError, match="connection reset"):
+    with pytest.raises(DataError if isinstance(cut, Exception) else KeyboardInterrupt):
         load_raw("mnist", tmp_path)
-    assert [p.name for p in tmp_path.rglob("*")] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["cifar-10-python.tar.gz", "notes.txt"]
 
 
 def test_download_that_writes_nothing_is_a_data_error(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -9,6 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from advhpo.search import SlotLease, create_or_check_study
+from advhpo.search._slot import _start_time
 from advhpo.storage import open_storage
 from tests.search._factories import mnist_settings
 
@@ -48,15 +50,55 @@ def test_a_released_slot_is_continued_by_the_next_worker(make_lease: MakeLease) 
     assert make_lease(0).claim() == 0
 
 
-def test_a_dead_worker_s_slot_is_taken_over_only_once_its_lease_is_stale(
-    make_lease: MakeLease,
-) -> None:
-    live, dead = make_lease(0, stale_after=1.5), make_lease(1, stale_after=1.5)
-    assert (live.claim(), dead.claim()) == (0, 1)
-    dead._stop.set()  # stands in for SIGKILL: no more renewals, no release
-    time.sleep(2.5)  # past stale_after: the live lease was renewed meanwhile, the dead one not
+def test_a_lease_is_judged_stale_by_its_holder_s_grace_period(make_lease: MakeLease) -> None:
+    # A launcher with --grace-period 30 renews every 5 s; one with 1.5 must not take its slot
+    # between two renewals. An abandoned lease (renewals stopped, its process alive: say
+    # suspended) is taken once its own grace period is over.
+    patient, abandoned = make_lease(0, stale_after=30), make_lease(1, stale_after=1.5)
+    assert (patient.claim(), abandoned.claim()) == (0, 1)
+    abandoned._stop.set()
+    time.sleep(2.5)
     assert make_lease(0, stale_after=1.5).claim() == "0.1"
     assert make_lease(1, stale_after=1.5).claim() == 1
+
+
+@pytest.mark.parametrize("holder", ["exited", "alive"])
+def test_a_killed_worker_s_slot_is_free_at_once_on_its_host(
+    make_lease: MakeLease, holder: str
+) -> None:
+    # A worker killed outright (a second Ctrl-C, the OOM killer) and resumed at once continues
+    # its slot instead of waiting out its lease.
+    dead = make_lease(0, stale_after=600)
+    assert dead.claim() == 0
+    dead._stop.set()
+    child = subprocess.Popen(["sleep", "60"])
+    lease = {**dead._lease(), "pid": child.pid, "started": _start_time(child.pid)}
+    if holder == "exited":
+        child.kill()
+        child.wait()
+    key = "advhpo:slot_lease:host-a:0"
+    dead.storage.set_study_system_attr(dead.study_id, key, lease)
+    try:
+        assert make_lease(0).claim() == (0 if holder == "exited" else "0.1")
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_worker_whose_slot_was_taken_over_finds_out_and_claims_another(
+    make_lease: MakeLease,
+) -> None:
+    suspended, other = make_lease(0, stale_after=1.5), make_lease(0)
+    assert suspended.claim() == 0
+    # What another process's claim writes once this one's lease went stale.
+    other.storage.set_study_system_attr(
+        other.study_id, "advhpo:slot_lease:host-a:0", other._lease()
+    )
+    deadline = time.monotonic() + 10
+    while not suspended.lost and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert suspended.lost
+    assert suspended.claim() == "0.1"
 
 
 def test_workers_claiming_at_the_same_moment_get_different_slots(make_lease: MakeLease) -> None:

@@ -225,6 +225,13 @@ def test_cost_adds_a_minimised_third_objective(storage_url: str, study_name: str
         create_or_check_study(study_name, storage, mnist_settings())
 
 
+def test_integer_bounds_of_a_float_parameter_give_a_float_range() -> None:
+    space = {"adv_eps": {"low": 0, "high": 1}, "layers": {"low": 1, "high": 2}}
+    dists = space_distributions("mnist", space)
+    assert dists["adv_eps"] == optuna.distributions.FloatDistribution(0.0, 1.0)
+    assert dists["layers"] == optuna.distributions.IntDistribution(1, 2)
+
+
 def test_space_distributions_are_what_trials_sample() -> None:
     settings = mnist_settings(space={"adv_method": {"choices": ["fgsm"]}})
     study = optuna.create_study(directions=["maximize", "maximize"])

@@ -220,14 +220,22 @@ def test_a_worker_whose_every_trial_fails_stops_with_one_line_instead_of_spinnin
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-def test_diverging_trials_do_not_stop_a_worker_and_a_success_resets_the_count(
-    in_process_worker: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "own_fault",
+    [
+        DivergenceError("member 0: loss nan at step 3"),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB"),
+    ],
+    ids=["diverged", "cuda-oom", "cpu-oom"],
+)
+def test_trials_failing_for_their_own_parameters_do_not_stop_a_worker(
+    in_process_worker: WorkerSpec, monkeypatch: pytest.MonkeyPatch, own_fault: Exception
 ) -> None:
-    # Divergence is a property of the trial's parameters (a too-high learning rate), not of
-    # the worker; and failures count only in an unbroken row.
+    # A too-high learning rate, a net too big for the device: properties of the trial, not of
+    # the worker. And failures count only in an unbroken row.
     setup = OSError(28, "No space left on device")
-    diverged = DivergenceError("member 0: loss nan at step 3")
-    pending = _failing_run_trial(monkeypatch, [setup] * 4 + [diverged] * 6 + [setup] * 4)
+    pending = _failing_run_trial(monkeypatch, [setup] * 4 + [own_fault] * 6 + [setup] * 4)
     assert worker_main(in_process_worker) == 0
     assert not pending
     states = [

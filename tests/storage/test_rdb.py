@@ -18,7 +18,13 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from advhpo import ConfigError, StorageError
-from advhpo.storage import GRACE_ATTR, open_storage, original_trial_number, requeue_interrupted
+from advhpo.storage import (
+    GRACE_ATTR,
+    open_storage,
+    original_trial_number,
+    requeue_interrupted,
+    retry_callback,
+)
 
 PASSWORD = "s3cret-pw"
 
@@ -97,6 +103,18 @@ def test_interruptions_do_not_use_up_the_retries_of_a_lost_trial(
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 6
     assert {original_trial_number(t) for t in study.trials} == {0}
     assert study.trials[5].system_attrs["retry_history"] == [0, 1, 2, 3, 4]
+
+
+def test_a_retry_queued_by_optuna_s_own_callback_counts_its_history_as_lost() -> None:
+    # Made before lost attempts were counted apart: its three earlier attempts were all lost
+    # as far as anyone can tell, so with max_retry=3 it gets no fourth retry.
+    old = optuna.trial.create_trial(
+        state=TrialState.FAIL, system_attrs={"failed_trial": 0, "retry_history": [0, 1, 2]}
+    )
+    fresh = optuna.trial.create_trial(state=TrialState.FAIL)
+    callback = retry_callback(3)
+    assert not callback.will_retry(old)
+    assert callback.will_retry(fresh)
 
 
 def test_an_interrupted_trial_is_left_failed_after_max_requeues(
