@@ -15,6 +15,7 @@ import shutil
 import struct
 import tempfile
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -486,7 +487,8 @@ def _download(name: str, root: Path, offline: bool, expected: str) -> None:
     # two processes downloading into one cache never delete each other's files.
     made_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    _remove_abandoned_downloads(root)
+    tmp = Path(tempfile.mkdtemp(prefix=_DOWNLOAD_PREFIX, dir=root))
     try:
         # Imported here: torchvision is slow to import and only needed for this one step.
         import torchvision.datasets
@@ -496,10 +498,7 @@ def _download(name: str, root: Path, offline: bool, expected: str) -> None:
             torchvision.datasets.MNIST(root=str(tmp), train=True, download=True)
         else:
             torchvision.datasets.CIFAR10(root=str(tmp), train=True, download=True)
-        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            target = root / file.relative_to(tmp)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(file, target)
+        _move_into_place(tmp / _DOWNLOADED[name], root / _DOWNLOADED[name])
     except Exception as e:
         raise DataError(
             f"{name}: download into {root} failed ({type(e).__name__}: {_one_line(e)}); "
@@ -510,3 +509,35 @@ def _download(name: str, root: Path, offline: bool, expected: str) -> None:
         if made_root:
             with contextlib.suppress(OSError):  # only if the download left it empty
                 root.rmdir()
+
+
+# What torchvision's download leaves that the loaders read, relative to its root.
+_DOWNLOADED = {"mnist": _MNIST_DIR, "cifar10": Path("cifar-10-batches-py")}
+_DOWNLOAD_PREFIX = ".download-"
+_ABANDONED_SECONDS = 24 * 3600  # a download folder this old belongs to a killed process
+
+
+def _move_into_place(src: Path, dst: Path) -> None:
+    """Put a downloaded dataset folder where the loaders look, in one rename if possible."""
+    if not src.is_dir():
+        return  # nothing downloaded: the loader then says which file is missing
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        dst.rmdir()  # an empty folder (an earlier cut-off run's) is in the way of the rename
+    if not dst.exists():
+        os.replace(src, dst)  # all the files appear at once, or none do
+        return
+    # The folder holds files of the user's (no dataset files, or this download would not
+    # have run): add the downloaded ones beside them.
+    for file in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = dst / file.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(file, target)
+
+
+def _remove_abandoned_downloads(root: Path) -> None:
+    """Delete download folders that killed processes left (SIGKILL runs no cleanup)."""
+    for folder in root.glob(f"{_DOWNLOAD_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if time.time() - folder.stat().st_mtime > _ABANDONED_SECONDS:
+                shutil.rmtree(folder)

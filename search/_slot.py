@@ -81,11 +81,25 @@ class SlotLease:
         for k in range(_MAX_SLOTS):
             slot = _slot_name(self.worker_id, k)
             key = _KEY.format(host=self.host, slot=slot)
-            if self.storage.swap_study_system_attr(self.study_id, key, self._lease(), self._free):
+            # The lease is built inside the swap: one retried through an outage lands fresh.
+            if self.storage.swap_study_system_attr(self.study_id, key, self._lease, self._free):
                 self.slot = slot
                 self._start_renewing(key)
                 return slot
         raise AdvhpoError(f"{_MAX_SLOTS} live slots of worker {self.worker_id} on {self.host}")
+
+    def renew(self) -> bool:
+        """Renew the lease now; False (and :attr:`lost` set) if another process holds it.
+
+        A worker checks this before it writes its slot's sampler state: one that was
+        suspended past its grace period must not overwrite the new holder's stream.
+        """
+        if self.slot is None or self.lost:
+            return False
+        key = _KEY.format(host=self.host, slot=self.slot)
+        if not self.storage.swap_study_system_attr(self.study_id, key, self._lease, self._mine):
+            self.lost = True
+        return not self.lost
 
     def release(self) -> None:
         """Stop renewing and free the slot, so the next process on this host continues it.
@@ -126,7 +140,7 @@ class SlotLease:
             while not stop.wait(interval):
                 with contextlib.suppress(Exception):  # an outage: the next renewal tries again
                     if not self.storage.swap_study_system_attr(
-                        self.study_id, key, self._lease(), self._mine, retry=False
+                        self.study_id, key, self._lease, self._mine, retry=False
                     ):
                         self.lost = True
                         return
@@ -163,6 +177,16 @@ def _exited(lease: dict[str, Any], me: dict[str, Any]) -> bool:
     if "started" not in me or any(lease.get(k) != me[k] for k in ("pidns", "boot")):
         return False  # another container or machine: only staleness can tell
     try:
-        return _start_time(int(lease["pid"])) != lease.get("started")
+        pid = int(lease["pid"])
+        return _start_time(pid) != lease.get("started")
+    except FileNotFoundError:
+        # Gone, or hidden from us (/proc mounted hidepid): only the kernel can tell which.
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
     except (OSError, IndexError, KeyError, TypeError, ValueError):
-        return True
+        return False  # unreadable: only staleness can tell

@@ -50,6 +50,9 @@ _PER_TRIAL_FAILURES = (
     "OutOfMemoryError:",
 )
 _OUT_OF_MEMORY = ("out of memory", "can't allocate memory")
+# Failed trials of any kind in a row: a space whose every trial diverges, or a GPU another job
+# has filled, would otherwise fail trials until the deadline (failed ones spend no budget).
+_MAX_ANY_FAILURES_IN_A_ROW = 20
 
 _POLL_SECONDS = 2.0  # how often an idle worker looks for freed budget or stale trials
 
@@ -234,7 +237,7 @@ def _pull_trials(
 
     callback = storage.get_heartbeat_stale_trial_callback()
     lost_retry = callback if isinstance(callback, RetryLostTrial) else None
-    failures_in_a_row = 0
+    failures_in_a_row = any_failures_in_a_row = 0
     while not stop.requested:
         if lease.lost:
             # This process was suspended (or cut off) past its grace period and another one
@@ -274,14 +277,21 @@ def _pull_trials(
                     "heartbeats meanwhile; its retry continues from the checkpoint",
                     flush=True,
                 )
-        save_sampler_state(storage, study_id, host_name(), slot, study.sampler)
+        if lease.renew():  # a process suspended meanwhile may have lost the slot to another
+            save_sampler_state(storage, study_id, host_name(), slot, study.sampler)
         if objective.current is not None:
             ran = storage.get_trial(objective.current._trial_id)
             failures_in_a_row = failures_in_a_row + 1 if _failed_by_setup(ran) else 0
-            if failures_in_a_row >= _MAX_FAILURES_IN_A_ROW:
+            failed = ran.state == TrialState.FAIL and not ran.user_attrs.get("interrupted")
+            any_failures_in_a_row = any_failures_in_a_row + 1 if failed else 0
+            if (
+                failures_in_a_row >= _MAX_FAILURES_IN_A_ROW
+                or any_failures_in_a_row >= _MAX_ANY_FAILURES_IN_A_ROW
+            ):
+                n = max(failures_in_a_row, any_failures_in_a_row)
                 raise WorkerGaveUp(
-                    f"{failures_in_a_row} trials in a row failed, the last (trial {ran.number}) "
-                    f"with {ran.user_attrs.get(FAIL_REASON_ATTR)}; stopping this worker"
+                    f"{n} trials in a row failed, the last (trial {ran.number}) with "
+                    f"{ran.user_attrs.get(FAIL_REASON_ATTR)}; stopping this worker"
                 )
     return 0
 

@@ -292,6 +292,8 @@ class ResilientRDBStorage(RDBStorage):
         first's value. A missing attribute reads as ``None``.
 
         Args:
+            value: The new value, or a function returning it, called only when it is written
+                (so a value that holds a time is fresh however long the call waited).
             retry: Retry through an outage like other calls (a retry after a lost
                 acknowledgement sees its own value, so ``replaceable`` must accept that).
                 ``False`` for calls that must not hold up an exiting process.
@@ -313,7 +315,7 @@ class ResilientRDBStorage(RDBStorage):
             if row is None:
                 row = models.StudySystemAttributeModel(study_id=study_id, key=key)
                 session.add(row)
-            row.value_json = json.dumps(value)
+            row.value_json = json.dumps(value() if callable(value) else value)
             return True
 
     def _silent_too_long(self, study_id: int, grace: float) -> list[int]:

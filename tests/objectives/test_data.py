@@ -7,6 +7,7 @@ import os
 import pickle
 import struct
 import sys
+import time
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -505,6 +506,22 @@ def test_a_download_cut_off_leaves_only_what_others_put_there(
     with pytest.raises(DataError if isinstance(cut, Exception) else KeyboardInterrupt):
         load_raw("mnist", tmp_path)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["cifar-10-python.tar.gz", "notes.txt"]
+
+
+def test_a_download_killed_long_ago_is_cleaned_up_by_the_next(
+    tmp_path: Path, fake_torchvision: types.SimpleNamespace
+) -> None:
+    # SIGKILL runs no cleanup; a day-old download folder is nobody's any more, a fresh one may
+    # be another process's download in progress.
+    old, fresh = tmp_path / ".download-old", tmp_path / ".download-fresh"
+    for folder in (old, fresh):
+        (folder / "MNIST" / "raw").mkdir(parents=True)
+    day_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (day_ago, day_ago))
+    fake_torchvision.MNIST = lambda **kwargs: None
+    with pytest.raises(DataError):
+        load_raw("mnist", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".download-fresh"]
 
 
 def test_download_that_writes_nothing_is_a_data_error(

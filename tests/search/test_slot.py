@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from advhpo.search import SlotLease, create_or_check_study
+from advhpo.search import SlotLease, _slot, create_or_check_study
 from advhpo.search._slot import _start_time
 from advhpo.storage import open_storage
 from tests.search._factories import mnist_settings
@@ -116,3 +116,39 @@ def test_workers_claiming_at_the_same_moment_get_different_slots(make_lease: Mak
     for t in threads:
         t.join()
     assert sorted(map(str, slots)) == ["0", "0.1", "0.2"]
+
+
+@pytest.mark.parametrize("holder", ["exited", "alive"])
+def test_a_holder_hidden_by_proc_counts_as_alive_unless_the_kernel_says_gone(
+    monkeypatch: pytest.MonkeyPatch, holder: str
+) -> None:
+    # /proc mounted hidepid: another user's live worker has no /proc entry for us.
+    child = subprocess.Popen(["sleep", "60"])
+    me = _slot._this_process()
+    lease = {**me, "pid": child.pid, "started": _start_time(child.pid)}
+    if holder == "exited":
+        child.kill()
+        child.wait()
+
+    def hidden(pid: int) -> str:
+        raise FileNotFoundError(f"/proc/{pid}/stat")
+
+    monkeypatch.setattr(_slot, "_start_time", hidden)
+    try:
+        assert _slot._exited(lease, me) == (holder == "exited")
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_worker_checks_its_lease_before_writing_its_slot_s_state(
+    make_lease: MakeLease,
+) -> None:
+    suspended, other = make_lease(0, stale_after=600), make_lease(0)
+    assert suspended.claim() == 0
+    assert suspended.renew()
+    other.storage.set_study_system_attr(
+        other.study_id, "advhpo:slot_lease:host-a:0", other._lease()
+    )
+    assert not suspended.renew()
+    assert suspended.lost

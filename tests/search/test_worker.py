@@ -220,6 +220,18 @@ def test_a_worker_whose_every_trial_fails_stops_with_one_line_instead_of_spinnin
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_worker_whose_every_trial_runs_out_of_memory_stops_after_twenty(
+    in_process_worker: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each alone is the trial's own fault; twenty in a row is a device another job has filled.
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+    _failing_run_trial(monkeypatch, [oom] * 100)
+    assert worker_main(in_process_worker) == 1
+    study = optuna.load_study(study_name="s", storage=in_process_worker.storage_url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 20
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 @pytest.mark.parametrize(
     "own_fault",
     [
