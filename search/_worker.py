@@ -62,7 +62,8 @@ class Interrupted(AdvhpoError):
 
 
 class WorkerGaveUp(AdvhpoError):
-    """Trial after trial failed on this worker for a reason not of their parameters."""
+    """Trial after trial failed on this worker: for a reason not of their parameters, or so
+    many in a row that the space or the device fails every trial."""
 
 
 @dataclass(frozen=True)
