@@ -194,7 +194,8 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
     splits = load_splits(settings.dataset, spec.data_dir, offline=spec.offline)
     device = resolve_device(spec.device)
     store = CheckpointStore(Path(spec.artifacts))
-    store.check_writable()  # a worker that cannot checkpoint would fail every trial it takes
+    # The CLI checked this before making the study; run_workers from Python did not.
+    store.check_writable()
     objective = _Objective(spec, settings, splits, device, store, stop)
     lease = SlotLease(storage, study_id, host_name(), spec.worker_id, spec.grace_period)
     lease.claim()
@@ -218,7 +219,7 @@ def _pull_trials(
     """Run trials of the study until its budget is met, the deadline passes or a stop."""
     from advhpo.storage import RetryLostTrial, requeue_interrupted
 
-    study_id = storage.get_study_id_from_name(spec.study_name)
+    study_id = lease.study_id
     study = optuna.load_study(study_name=spec.study_name, storage=storage)
 
     def take_slot(slot: int | str) -> None:

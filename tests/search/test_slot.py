@@ -35,6 +35,11 @@ def make_lease(storage_url: str, study_name: str) -> Iterator[MakeLease]:
         lease.release()
 
 
+def _write_lease(through: SlotLease, lease: dict[str, object]) -> None:
+    """Store ``lease`` as host-a's slot 0, as another process's claim would."""
+    through.storage.set_study_system_attr(through.study_id, "advhpo:slot_lease:host-a:0", lease)
+
+
 def test_a_second_launcher_s_worker_gets_a_slot_of_its_own(make_lease: MakeLease) -> None:
     assert make_lease(0).claim() == 0
     assert make_lease(0).claim() == "0.1"
@@ -76,8 +81,7 @@ def test_a_killed_worker_s_slot_is_free_at_once_on_its_host(
     if holder == "exited":
         child.kill()
         child.wait()
-    key = "advhpo:slot_lease:host-a:0"
-    dead.storage.set_study_system_attr(dead.study_id, key, lease)
+    _write_lease(dead, lease)
     try:
         assert make_lease(0).claim() == (0 if holder == "exited" else "0.1")
     finally:
@@ -91,9 +95,7 @@ def test_a_worker_whose_slot_was_taken_over_finds_out_and_claims_another(
     suspended, other = make_lease(0, stale_after=1.5), make_lease(0)
     assert suspended.claim() == 0
     # What another process's claim writes once this one's lease went stale.
-    other.storage.set_study_system_attr(
-        other.study_id, "advhpo:slot_lease:host-a:0", other._lease()
-    )
+    _write_lease(other, other._lease())
     deadline = time.monotonic() + 10
     while not suspended.lost and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -147,8 +149,6 @@ def test_a_worker_checks_its_lease_before_writing_its_slot_s_state(
     suspended, other = make_lease(0, stale_after=600), make_lease(0)
     assert suspended.claim() == 0
     assert suspended.renew()
-    other.storage.set_study_system_attr(
-        other.study_id, "advhpo:slot_lease:host-a:0", other._lease()
-    )
+    _write_lease(other, other._lease())
     assert not suspended.renew()
     assert suspended.lost

@@ -34,6 +34,19 @@ from advhpo.storage import CheckpointStore, open_storage, retry_callback
 from tests.search._factories import SMALL_SPACE, mnist_settings
 
 
+def _tiny_settings(tmp_path: Path, budget: int) -> StudySettings:
+    """Study settings whose trials train one small member for one epoch on 128 images."""
+    (tmp_path / "space.toml").write_text(SMALL_SPACE)
+    return mnist_settings(
+        budget=budget,
+        epochs=1,
+        train_subset=128,
+        eval_subset=32,
+        epoch_eval=0,
+        space=load_space_file(tmp_path / "space.toml"),
+    )
+
+
 def _objective(
     url: str, settings: StudySettings, splits: DatasetSplits, store: CheckpointStore
 ) -> _Objective:
@@ -134,15 +147,7 @@ def test_a_study_made_again_under_its_name_does_not_resume_the_old_study_s_check
 ) -> None:
     # Two databases with a study of the same name and settings share one artifact folder (as
     # server databases share ./advhpo-artifacts, or a study deleted and made again does).
-    (tmp_path / "space.toml").write_text(SMALL_SPACE)
-    settings = mnist_settings(
-        budget=1,
-        epochs=1,
-        train_subset=128,
-        eval_subset=32,
-        epoch_eval=0,
-        space=load_space_file(tmp_path / "space.toml"),
-    )
+    settings = _tiny_settings(tmp_path, budget=1)
     store = CheckpointStore(tmp_path / "art")
     trials = []
     for db in ("first.db", "second.db"):
@@ -170,15 +175,7 @@ def in_process_worker(
     The worker's signal handlers are put back afterwards (it ignores SIGINT).
     """
     monkeypatch.setattr(advhpo.objectives, "load_splits", lambda *a, **k: tiny_splits)
-    (tmp_path / "space.toml").write_text(SMALL_SPACE)
-    settings = mnist_settings(
-        budget=2,
-        epochs=1,
-        train_subset=128,
-        eval_subset=32,
-        epoch_eval=0,
-        space=load_space_file(tmp_path / "space.toml"),
-    )
+    settings = _tiny_settings(tmp_path, budget=2)
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     create_or_check_study("s", open_storage(url), settings)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
