@@ -26,6 +26,7 @@ from advhpo.objectives._net import make_net
 from advhpo.objectives._training import (
     CHECK_EVERY,
     MemberTrainer,
+    PollFn,
     PrivateRng,
     check_finite,
     to_float_batch,
@@ -42,7 +43,9 @@ class EnsembleTrainer(Protocol):
         """Epochs completed so far."""
         ...
 
-    def train_epoch(self, train: ImageSet) -> list[dict[str, Any]]: ...
+    def train_epoch(self, train: ImageSet, poll: PollFn | None = None) -> list[dict[str, Any]]:
+        """One epoch of every member; ``poll`` is called before every step and may raise."""
+        ...
 
     def models(self) -> list[nn.Module]: ...
 
@@ -92,9 +95,9 @@ class LoopEnsemble:
     def epoch(self) -> int:
         return self.members[0].epoch
 
-    def train_epoch(self, train: ImageSet) -> list[dict[str, Any]]:
+    def train_epoch(self, train: ImageSet, poll: PollFn | None = None) -> list[dict[str, Any]]:
         """Advance every member by one epoch; one record per member."""
-        return [m.train_epoch(train) for m in self.members]
+        return [m.train_epoch(train, poll) for m in self.members]
 
     def models(self) -> list[nn.Module]:
         return [m.model for m in self.members]
@@ -172,8 +175,9 @@ class StackedEnsemble:
         result: Tensor = vmap(one, randomness="different")(self.params, self.buffers, x)
         return result
 
-    def train_epoch(self, train: ImageSet) -> list[dict[str, Any]]:
-        """One epoch for every member, each over its own random order of ``train``."""
+    def train_epoch(self, train: ImageSet, poll: PollFn | None = None) -> list[dict[str, Any]]:
+        """One epoch for every member, each over its own random order of ``train``;
+        ``poll`` is called before every step and may raise to abandon the epoch."""
         m, bs, n = self.size, self.cfg.batch_size, len(train)
         orders = torch.stack([torch.randperm(n, generator=g) for g in self._orders])
         orders = orders.to(train.images.device)
@@ -183,6 +187,8 @@ class StackedEnsemble:
         start = time.perf_counter()
         with self._rng.active():
             for step in range(steps):
+                if poll is not None:
+                    poll()
                 idx = orders[:, step * bs : (step + 1) * bs].reshape(-1)
                 x = to_float_batch(train.images.index_select(0, idx), self.device)
                 y = train.labels.index_select(0, idx).to(self.device, non_blocking=True)

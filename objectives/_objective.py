@@ -16,6 +16,7 @@ from advhpo.objectives._data import DatasetSplits
 from advhpo.objectives._device import tune_cpu_allocator
 from advhpo.objectives._ensemble import EnsembleTrainer, make_ensemble_trainer
 from advhpo.objectives._evaluate import evaluate, vote_scores
+from advhpo.objectives._training import PollFn
 
 # (phase, done, total): phase "train" counts member-epochs, "eval" counts images.
 ProgressFn = Callable[[str, int, int], None]
@@ -61,6 +62,7 @@ def run_trial(
     trainer: EnsembleTrainer | None = None,
     on_epoch: EpochFn | None = None,
     progress: ProgressFn | None = None,
+    poll: PollFn | None = None,
 ) -> TrialOutcome:
     """Train ``cfg.ensemble`` members and evaluate their vote.
 
@@ -73,6 +75,9 @@ def run_trial(
         on_epoch: Called after every epoch with an :class:`EpochEnd` and the trainer, for
             checkpoints and early stopping; it may raise to stop the trial.
         progress: Called as work advances.
+        poll: Called before every training step and evaluation batch; it may raise to abandon
+            the trial at once, between checkpoints (e.g. when the study's trial was failed
+            from outside). Default: none.
 
     Returns:
         The members and their metrics: those of :func:`evaluate` plus ``train_seconds`` (the
@@ -97,7 +102,7 @@ def run_trial(
     train_seconds = epoch_eval_seconds = 0.0
     for epoch in range(trainer.epoch + 1, cfg.epochs + 1):
         start = time.perf_counter()
-        trainer.train_epoch(train)
+        trainer.train_epoch(train, poll)
         train_seconds += time.perf_counter() - start
         if progress is not None:
             progress("train", epoch * cfg.ensemble, total_work)
@@ -111,12 +116,15 @@ def run_trial(
         if on_epoch is not None:
             on_epoch(EpochEnd(epoch, train_seconds, scores), trainer)
     eval_progress = None
-    if progress is not None:
+    if progress is not None or poll is not None:
         done = [0]
 
         def eval_progress(n: int) -> None:
             done[0] += n
-            progress("eval", done[0], len(eval_data))
+            if progress is not None:
+                progress("eval", done[0], len(eval_data))
+            if poll is not None:
+                poll()
 
     members = trainer.models()
     metrics = evaluate(members, eval_data, cfg, device, eval_progress)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -21,6 +21,9 @@ from advhpo.objectives._generator import PerturbationGenerator, generator_loss, 
 from advhpo.objectives._net import make_net
 
 CHECK_EVERY = 50  # steps between finiteness checks: each check syncs a GPU
+
+# Called between training steps (and evaluation batches); raises to abandon the work at once.
+PollFn = Callable[[], None]
 _ADAPT_WINDOW = 50  # classifier steps over which the generator's loss is averaged
 _GEN_LR = 1e-3  # Adam step of the perturbation generator
 
@@ -141,8 +144,13 @@ class MemberTrainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self._amp)
 
-    def train_epoch(self, train: ImageSet) -> dict[str, Any]:
+    def train_epoch(self, train: ImageSet, poll: PollFn | None = None) -> dict[str, Any]:
         """One pass over ``train`` (uint8 images on any device) in a fresh random order.
+
+        Args:
+            train: The training images.
+            poll: Called before every step; it may raise to abandon the epoch at once, which
+                leaves the member mid-epoch (not to be checkpointed). Default: none.
 
         Returns:
             The epoch's record: epoch number (1-based), mean loss, seconds, and for the
@@ -165,6 +173,8 @@ class MemberTrainer:
         steps = math.ceil(n / bs)
         with self._rng.active():
             for step in range(steps):
+                if poll is not None:
+                    poll()
                 idx = order[step * bs : (step + 1) * bs]
                 x = to_float_batch(train.images.index_select(0, idx), self.device)
                 y = train.labels.index_select(0, idx).to(self.device, non_blocking=True)

@@ -14,7 +14,12 @@ from advhpo.search._early_stop import (
     reference_points,
 )
 from advhpo.search._export import export_text, trial_rows
-from advhpo.search._fail_reason import FAIL_REASON_ATTR, LOST_REASON, fail_reason
+from advhpo.search._fail_reason import (
+    FAIL_REASON_ATTR,
+    LOST_REASON,
+    OUTSIDE_REASON,
+    fail_reason,
+)
 from advhpo.search._front import (
     MASKING_GAP,
     completed,
@@ -76,6 +81,7 @@ __all__ = [
     "LOST_REASON",
     "MASKING_GAP",
     "OBJECTIVES",
+    "OUTSIDE_REASON",
     "SAMPLERS",
     "EarlyStopRule",
     "Placement",

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 from optuna.trial import FrozenTrial, TrialState
 
+from advhpo.storage import LOST_ATTR
+
 FAIL_REASON_ATTR = "fail_reason"  # user attribute: ``Type: message`` of what ended the attempt
 
-# A failed trial without a reason of its own was failed by another worker for its missing
-# heartbeats: its worker died without a word, so nothing else could have written one.
+# A worker failed the trial for its missing heartbeats: its own worker died without a word.
 LOST_REASON = "lost: its worker stopped sending heartbeats (killed, out of memory or suspended)"
+# Neither its worker nor another one failed it: someone did by hand, which is not undone.
+OUTSIDE_REASON = (
+    "failed from outside advhpo (optuna-dashboard's Fail Trial, or a script); not retried"
+)
 
 
 def fail_reason(trial: FrozenTrial) -> str | None:
-    """The reason a FAIL trial failed; ``None`` for a trial in any other state."""
+    """The reason a FAIL trial failed; ``None`` for a trial in any other state.
+
+    A trial failed without a reason of its own was either judged lost by a worker (which marks
+    it first, :data:`advhpo.storage.LOST_ATTR`) or failed from outside: optuna-dashboard's
+    "Fail Trial" button writes the state and nothing else. Trials lost before workers marked
+    them read as failed from outside.
+    """
     if trial.state != TrialState.FAIL:
         return None
     reason = trial.user_attrs.get(FAIL_REASON_ATTR)
-    return str(reason) if reason else LOST_REASON
+    if reason:
+        return str(reason)
+    return LOST_REASON if trial.system_attrs.get(LOST_ATTR) else OUTSIDE_REASON

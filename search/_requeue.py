@@ -19,7 +19,8 @@ def requeue_dropped(
     acknowledgement of the failing write lost in an outage (Optuna then skips the retry),
     leaves an attempt failed for good that was meant to continue. Interrupted attempts are
     queued again within ``max_requeues``, lost ones as ``lost_retry`` allows; attempts that
-    failed for a reason of their own (a diverging loss) are left as they are. Two workers
+    failed for a reason of their own (a diverging loss) or were failed from outside (by hand,
+    in optuna-dashboard) are left as they are. Two workers
     sweeping at once queue one retry: the storage makes each attempt's retry only once.
 
     Args:

@@ -9,6 +9,7 @@ import signal
 import time
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # torch is imported in the worker process only, after GPU pin
     from advhpo.storage import CheckpointStore, ResilientRDBStorage
 from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts, spends_budget
 from advhpo.search._early_stop import EPOCH_VALUES_ATTR, EarlyStopRule, reference_points
-from advhpo.search._fail_reason import FAIL_REASON_ATTR
+from advhpo.search._fail_reason import FAIL_REASON_ATTR, LOST_REASON, fail_reason
 from advhpo.search._requeue import requeue_dropped
 from advhpo.search._sampler_state import load_sampler_state, save_sampler_state
 from advhpo.search._settings import StudySettings, stored_settings
@@ -196,7 +197,7 @@ def _work(spec: WorkerSpec, stop: _Stop) -> int:
     store = CheckpointStore(Path(spec.artifacts))
     # The CLI checked this before making the study; run_workers from Python did not.
     store.check_writable()
-    objective = _Objective(spec, settings, splits, device, store, stop)
+    objective = _Objective(spec, storage, settings, splits, device, store, stop)
     lease = SlotLease(storage, study_id, host_name(), spec.worker_id, spec.grace_period)
     lease.claim()
     try:
@@ -264,19 +265,27 @@ def _pull_trials(
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             # Optuna's tell refuses a trial that is no longer RUNNING: another worker failed
             # ours for missed heartbeats (this process was suspended, or the database out of
-            # reach for the grace period), and its retry continues from the checkpoint; or our
-            # own tell committed but its acknowledgement was lost and the retry was refused.
-            # Either way the trial is settled: go on.
+            # reach for the grace period), and its retry continues from the checkpoint; or
+            # someone failed it by hand (optuna-dashboard's Fail Trial); the objective stops
+            # within a heartbeat interval of either (_settled_check). Or our own tell committed
+            # but its acknowledgement was lost and the retry was refused. Either way the trial
+            # is settled: go on.
             current = objective.current
             if current is None:
                 raise
-            state = storage.get_trial(current._trial_id).state
-            if not state.is_finished():
+            settled = storage.get_trial(current._trial_id)
+            if not settled.state.is_finished():
                 raise
-            if state == TrialState.FAIL:
+            if fail_reason(settled) == LOST_REASON:
                 print(
                     f"worker {spec.worker_id}: trial {current.number} was failed for missed "
                     "heartbeats meanwhile; its retry continues from the checkpoint",
+                    flush=True,
+                )
+            elif settled.state == TrialState.FAIL:
+                print(
+                    f"worker {spec.worker_id}: trial {current.number} was failed from outside "
+                    "advhpo meanwhile (optuna-dashboard's Fail Trial?); stopped, not retried",
                     flush=True,
                 )
         if lease.renew():  # a process suspended meanwhile may have lost the slot to another
@@ -284,7 +293,13 @@ def _pull_trials(
         if objective.current is not None:
             ran = storage.get_trial(objective.current._trial_id)
             failures_in_a_row = failures_in_a_row + 1 if _failed_by_setup(ran) else 0
-            failed = ran.state == TrialState.FAIL and not ran.user_attrs.get("interrupted")
+            # Only failures of the trial itself count: not a stop, nor a trial this worker lost
+            # (it was suspended) or someone failed by hand, which carry no reason of their own.
+            failed = (
+                ran.state == TrialState.FAIL
+                and bool(ran.user_attrs.get(FAIL_REASON_ATTR))
+                and not ran.user_attrs.get("interrupted")
+            )
             any_failures_in_a_row = any_failures_in_a_row + 1 if failed else 0
             if (
                 failures_in_a_row >= _MAX_FAILURES_IN_A_ROW
@@ -346,13 +361,14 @@ class _Objective:
     def __init__(
         self,
         spec: WorkerSpec,
+        storage: ResilientRDBStorage,
         settings: StudySettings,
         splits: DatasetSplits,
         device: torch.device,
         store: CheckpointStore,
         stop: _Stop,
     ) -> None:
-        self.spec, self.settings, self.splits = spec, settings, splits
+        self.spec, self.storage, self.settings, self.splits = spec, storage, settings, splits
         self.device, self.store, self.stop = device, store, stop
         self.early_stop = (
             None
@@ -436,6 +452,7 @@ class _Objective:
                 trainer=trainer,
                 on_epoch=on_epoch,
                 progress=progress,
+                poll=self._settled_check(trial),
             ).metrics
         except optuna.TrialPruned:
             raise
@@ -464,6 +481,32 @@ class _Objective:
         if self.settings.cost:
             return m["clean_acc"], m["fgsm_acc"], train_seconds
         return m["clean_acc"], m["fgsm_acc"]
+
+    def _settled_check(self, trial: optuna.Trial) -> Callable[[], None]:
+        """A ``run_trial`` poll that abandons the trial once it was finished elsewhere.
+
+        Failed by hand (optuna-dashboard's Fail Trial) or as lost while this process was
+        suspended, the trial has nothing left to gain from this worker; an epoch end, where
+        the first write would find out, can be many minutes away. The database is asked at
+        most once per heartbeat interval.
+        """
+        next_look = time.monotonic() + self.spec.heartbeat_interval
+
+        def check() -> None:
+            nonlocal next_look
+            if time.monotonic() < next_look:
+                return
+            state = self.storage.trial_state(trial._trial_id)
+            # Unreachable: each look may have waited out a connection timeout, so look less
+            # often until the database answers; training goes on meanwhile.
+            pause = self.spec.grace_period if state is None else self.spec.heartbeat_interval
+            next_look = time.monotonic() + pause
+            if state is not None and state.is_finished():
+                raise optuna.exceptions.UpdateFinishedTrialError(
+                    f"trial {trial.number} was set {state.name} by another process"
+                )
+
+        return check
 
     def _maybe_stop_early(self, trial: optuna.Trial, epoch: int, scores: dict[str, Any]) -> None:
         """Prune the trial if enough completed trials dominated its point at this epoch."""

@@ -6,6 +6,7 @@ from advhpo.storage._artifacts import CheckpointStore, default_artifact_dir
 from advhpo.storage._rdb import open_storage
 from advhpo.storage._resilient import (
     GRACE_ATTR,
+    LOST_ATTR,
     OUTAGE_SECONDS,
     ResilientRDBStorage,
     is_transient,
@@ -27,6 +28,7 @@ from advhpo.storage._url import (
 __all__ = [
     "DEFAULT_STORAGE_URL",
     "GRACE_ATTR",
+    "LOST_ATTR",
     "OUTAGE_SECONDS",
     "STORAGE_ENV",
     "CheckpointStore",

@@ -84,6 +84,10 @@ CREATE_TOKEN_ATTR = "advhpo:create_token"  # system attribute naming one creatio
 CLAIM_TOKEN_ATTR = "advhpo:claim_token"  # system attribute naming the claim that started a trial
 # System attribute: the grace period (s) of the worker running the trial, which judges it lost.
 GRACE_ATTR = "advhpo:grace_period"
+# System attribute: when a worker judged the trial lost, written just before it fails the trial.
+# A trial failed without it or a reason of its own was failed from outside advhpo (e.g.
+# optuna-dashboard's "Fail Trial" button, which writes only the state), and is not retried.
+LOST_ATTR = "advhpo:judged_lost"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _inside = threading.local()  # a retried call that calls another must not nest the waits
@@ -251,16 +255,27 @@ class ResilientRDBStorage(RDBStorage):
             )
             return held is not None and json.loads(held.value_json) == token
 
-    @_retrying
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """Optuna's stale trials, judged by each trial's own grace period (see
         :data:`GRACE_ATTR`), and RUNNING trials that never recorded a heartbeat and started
         more than twice the grace period ago, which Optuna's check skips.
 
         ``optuna.storages.fail_stale_trials`` (and every ``study.optimize``) fails and re-queues
-        what this returns. Trials started without heartbeats (e.g. by ``optuna ask``) count as
-        gone too.
+        what this returns; each is first marked with :data:`LOST_ATTR`, so that its failure
+        can be told from one made outside advhpo. Trials started without heartbeats (e.g. by
+        ``optuna ask``) count as gone too.
         """
+        stale = []
+        for trial_id in self._find_stale_trial_ids(study_id):
+            try:
+                self.set_trial_system_attr(trial_id, LOST_ATTR, datetime.now().isoformat())
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # finished meanwhile (by its worker, or failed by another process)
+            stale.append(trial_id)
+        return stale
+
+    @_retrying
+    def _find_stale_trial_ids(self, study_id: int) -> list[int]:
         grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
         stale = self._silent_too_long(study_id, grace)
         # datetime_start is the creating host's naive local time. A live trial records its
@@ -275,6 +290,23 @@ class ResilientRDBStorage(RDBStorage):
         with self.engine.connect() as conn:
             rows = conn.execute(query, {"study": study_id, "cutoff": cutoff})
             return stale + [int(row[0]) for row in rows]
+
+    def trial_state(self, trial_id: int) -> TrialState | None:
+        """The trial's state as the database holds it now, in one query, without retries.
+
+        For a running trial's worker to notice, between checkpoints, that its trial was failed
+        elsewhere: ``None`` when the database cannot be reached, so that an outage never holds
+        up training (the next write rides it out, or finds the trial finished).
+        """
+        query = sqlalchemy.text("SELECT state FROM trials WHERE trial_id = :trial")
+        try:
+            with self.engine.connect() as conn:
+                state = conn.execute(query, {"trial": trial_id}).scalar()
+        except sa_exc.SQLAlchemyError as e:
+            if is_transient(e):
+                return None
+            raise
+        return None if state is None else TrialState[str(state)]
 
     def swap_study_system_attr(
         self,

@@ -9,6 +9,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from advhpo._errors import ConfigError
+from advhpo.storage._resilient import LOST_ATTR
 
 LOST_RETRIES_ATTR = "advhpo:lost_retries"  # system attribute: lost attempts before this one
 
@@ -92,7 +93,9 @@ def requeue_interrupted(study: optuna.Study, trial: FrozenTrial, max_requeues: i
 
 def _queue_retry(study: optuna.Study, trial: FrozenTrial, lost: int) -> None:
     """A WAITING copy of ``trial``, with Optuna's retry attributes and ``lost`` lost attempts."""
-    system_attrs = {"failed_trial": trial.number, **trial.system_attrs}
+    # The retry is a new attempt: nobody has judged it lost yet.
+    inherited = {k: v for k, v in trial.system_attrs.items() if k != LOST_ATTR}
+    system_attrs = {"failed_trial": trial.number, **inherited}
     system_attrs["retry_history"] = [*system_attrs.get("retry_history", []), trial.number]
     system_attrs[LOST_RETRIES_ATTR] = lost
     study.add_trial(

@@ -78,3 +78,46 @@ def test_a_restored_trainer_continues_from_its_epoch(tiny_splits: DatasetSplits)
     trainer.train_epoch(tiny_splits.train)
     m = run_trial(cfg, tiny_splits, CPU, trainer=trainer).metrics
     assert [row["epoch"] for row in m["epoch_values"]] == [3]
+
+
+class _Abandon(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("strategy", "epochs_ended"), [("loop", 0), ("stacked", 1)])
+def test_the_poll_runs_before_every_step_and_abandons_the_trial_mid_epoch(
+    tiny_splits: DatasetSplits, strategy: str, epochs_ended: int
+) -> None:
+    # 128 images in batches of 32: 4 steps per epoch of a member (loop: one after the other;
+    # stacked: both at once). Raising at the 6th poll stops inside member 1's first epoch
+    # (loop) or inside the second epoch (stacked).
+    cfg = _cfg(epoch_eval=0)
+    trainer = make_ensemble_trainer(cfg, CPU, strategy)  # type: ignore[arg-type]
+    polls, ends = [0], []
+
+    def poll() -> None:
+        polls[0] += 1
+        if polls[0] == 6:
+            raise _Abandon
+
+    with pytest.raises(_Abandon):
+        run_trial(
+            cfg, tiny_splits, CPU, trainer=trainer, poll=poll, on_epoch=lambda e, t: ends.append(e)
+        )
+    assert polls[0] == 6
+    assert len(ends) == epochs_ended
+
+
+def test_the_poll_also_runs_between_evaluation_batches(tiny_splits: DatasetSplits) -> None:
+    cfg = _cfg(epochs=1, epoch_eval=0, ensemble=1)
+    evaluated, polls = [0], [0]
+
+    def progress(phase: str, done: int, total: int) -> None:
+        evaluated[0] += phase == "eval"
+
+    def poll() -> None:
+        polls[0] += 1
+
+    run_trial(cfg, tiny_splits, CPU, progress=progress, poll=poll)
+    assert evaluated[0] >= 1
+    assert polls[0] == 4 + evaluated[0]  # before each of the 4 steps, after each eval batch

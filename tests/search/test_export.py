@@ -11,8 +11,14 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from advhpo.cli import main
-from advhpo.search import LOST_REASON, StudySettings, create_or_check_study, export_text
-from advhpo.storage import open_storage
+from advhpo.search import (
+    LOST_REASON,
+    OUTSIDE_REASON,
+    StudySettings,
+    create_or_check_study,
+    export_text,
+)
+from advhpo.storage import LOST_ATTR, open_storage
 
 
 @pytest.fixture
@@ -34,6 +40,11 @@ def study(storage_url: str, study_name: str) -> optuna.Study:
     # Failed by another worker's heartbeat check: its own worker died before saying why.
     study.add_trial(optuna.create_trial(
         state=optuna.trial.TrialState.FAIL, params={"lr": 0.02, "adv_method": "none"},
+        distributions=dists, user_attrs={"fail_reason": None}, system_attrs={LOST_ATTR: "now"},
+    ))  # fmt: skip
+    # Failed by hand in optuna-dashboard while it ran.
+    study.add_trial(optuna.create_trial(
+        state=optuna.trial.TrialState.FAIL, params={"lr": 0.03, "adv_method": "none"},
         distributions=dists, user_attrs={"fail_reason": None},
     ))  # fmt: skip
     return study
@@ -43,12 +54,13 @@ def test_csv_has_one_row_per_trial_with_objectives_params_and_reasons(
     study: optuna.Study,
 ) -> None:
     rows = list(csv.DictReader(io.StringIO(export_text(study, "csv"))))
-    assert [r["state"] for r in rows] == ["COMPLETE", "FAIL", "FAIL"]
+    assert [r["state"] for r in rows] == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
     assert rows[0]["fail_reason"] == ""
     assert rows[0]["clean_acc"] == "0.9" and rows[0]["fgsm_acc"] == "0.4"
     assert rows[0]["params_adv_method"] == "fgsm" and rows[0]["pgd_acc"] == "0.1"
     assert rows[1]["fail_reason"].startswith("DivergenceError")
     assert rows[2]["fail_reason"] == LOST_REASON
+    assert rows[3]["fail_reason"] == OUTSIDE_REASON
 
 
 def test_json_keeps_every_user_attribute(study: optuna.Study) -> None:

@@ -8,17 +8,22 @@ from optuna.trial import TrialState
 
 from advhpo.search import create_or_check_study, requeue_dropped
 from advhpo.storage import RetryLostTrial, open_storage, original_trial_number, requeue_interrupted
-from tests.search._factories import mnist_settings
+from tests.search._factories import fail_as_lost, mnist_settings
 
 # Trials made by study.ask() are not heartbeated by Optuna, which says so each time.
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 
 
-def _failed(study: optuna.Study, **user_attrs: object) -> optuna.trial.FrozenTrial:
+def _failed(
+    study: optuna.Study, *, lost: bool = False, **user_attrs: object
+) -> optuna.trial.FrozenTrial:
     trial = study.ask()
     for key, value in user_attrs.items():
         study._storage.set_trial_user_attr(trial._trial_id, key, value)
-    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    if lost:
+        fail_as_lost(study._storage, trial._trial_id)
+    else:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     return study._storage.get_trial(trial._trial_id)
 
 
@@ -36,9 +41,11 @@ def test_attempts_left_without_their_retry_are_queued_again_once(
     # Killed between telling the stop and queueing it; failed as lost, but the acknowledgement
     # of that write was lost and Optuna skipped the retry.
     dropped = _failed(study, interrupted=True, fail_reason="Interrupted: stopped")
-    lost = _failed(study)
-    # Left alone: a diverged trial, and an interrupted one whose retry exists.
+    lost = _failed(study, lost=True)
+    # Left alone: a diverged trial, one failed by hand in optuna-dashboard while it ran, and
+    # an interrupted one whose retry exists.
     _failed(study, fail_reason="DivergenceError: loss nan")
+    _failed(study)
     requeued = _failed(study, interrupted=True, fail_reason="Interrupted: stopped")
     assert requeue_interrupted(study, requeued, max_requeues=5)
 
@@ -55,7 +62,7 @@ def test_attempts_left_without_their_retry_are_queued_again_once(
     # A retry of the lost retry would be its second lost attempt: beyond max_retry=1.
     (lost_again,) = [t for t in waiting if original_trial_number(t) == lost.number]
     storage.set_trial_state_values(lost_again._trial_id, TrialState.RUNNING)
-    storage.set_trial_state_values(lost_again._trial_id, TrialState.FAIL)
+    fail_as_lost(storage, lost_again._trial_id)
     assert requeue_dropped(study, _lost_retry(storage), max_requeues=5) == []
 
 

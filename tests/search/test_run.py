@@ -7,16 +7,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from advhpo.search import LOST_REASON, fail_reason
+from advhpo.dashboards import make_dashboard_server, server_url
+from advhpo.search import LOST_REASON, OUTSIDE_REASON, fail_reason
 from advhpo.storage import open_storage, original_trial_number, retry_callback
-from tests.search._factories import SMALL_SPACE
+from tests.search._factories import SMALL_SPACE, fail_as_lost
 
 TINY = ["--epochs", "1", "--train-subset", "256", "--eval-subset", "64", "--devices", "cpu"]
 
@@ -179,8 +183,7 @@ def test_a_worker_whose_trial_was_failed_as_stale_drops_it_and_goes_on(
     storage = open_storage(url, create=False)
     study = optuna.load_study(study_name=name, storage=storage)
     (running,) = study.get_trials(states=(TrialState.RUNNING,))
-    # What optuna.storages.fail_stale_trials does to a stale trial, without waiting for one.
-    storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
+    fail_as_lost(storage, running._trial_id)
     retry_callback(3)(study, storage.get_trial(running._trial_id))
     out, err = proc.communicate(timeout=300)
 
@@ -192,6 +195,75 @@ def test_a_worker_whose_trial_was_failed_as_stale_drops_it_and_goes_on(
     (retried,) = [t for t in done if original_trial_number(t) == running.number != t.number]
     assert retried.params == running.params
     assert retried.user_attrs["resumed_from_epoch"] >= 1
+
+
+def _wait_for_training(
+    db: Path, name: str, proc: subprocess.Popen[str], timeout: float = 300
+) -> optuna.trial.FrozenTrial:
+    """The first RUNNING trial of study ``name`` once its worker has begun training it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"advhpo exited early:\n{err}")
+        if db.exists():
+            storage = open_storage(f"sqlite:///{db}", create=False)
+            if name in [s.study_name for s in storage.get_all_studies()]:
+                study = optuna.load_study(study_name=name, storage=storage)
+                for trial in study.get_trials(states=(TrialState.RUNNING,)):
+                    if "worker_pid" in trial.user_attrs:  # written just before training
+                        return trial
+        time.sleep(0.2)
+    raise AssertionError("no trial began training in time")
+
+
+def _fail_in_dashboard(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    """Press optuna-dashboard's "Fail Trial" button: its API call, on a real server."""
+    server = make_dashboard_server(storage, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        request = urllib.request.Request(
+            f"{server_url(server)}api/trials/{trial_id}/tell",
+            data=json.dumps({"state": "Fail"}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 204
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.real_data
+def test_a_trial_failed_in_optuna_dashboard_stops_at_once_and_is_not_retried(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
+    # One long epoch per trial: a worker that noticed only at the epoch's end would train on
+    # for the whole epoch after the click.
+    url, name, artifacts = f"sqlite:///{tmp_path / 'db.sqlite'}", "by-hand", tmp_path / "art"
+    proc = _start(
+        name, url, real_data_dir, artifacts, "--trials", "1", "--epochs", "1",
+        "--train-subset", "30000",
+    )  # fmt: skip
+    trial = _wait_for_training(tmp_path / "db.sqlite", name, proc)
+    storage = open_storage(url, create=False)
+    _fail_in_dashboard(storage, trial._trial_id)
+    failed_at = datetime.now()
+    out, err = proc.communicate(timeout=300)
+
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"trial {trial.number} was failed from outside advhpo" in out
+    trials = optuna.load_study(study_name=name, storage=url).get_trials()
+    (failed,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed.number == trial.number and fail_reason(failed) == OUTSIDE_REASON
+    assert [original_trial_number(t) for t in trials].count(trial.number) == 1  # no retry
+    (done,) = [t for t in trials if t.state == TrialState.COMPLETE]  # the budget, met anew
+    assert done.datetime_start is not None
+    # The worker let the failed trial go within a heartbeat (1 s here), long before an epoch
+    # like the one the next trial trained would have ended.
+    assert (done.datetime_start - failed_at).total_seconds() < done.user_attrs["train_seconds"] / 2
 
 
 @pytest.mark.real_data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from advhpo.search import (
 )
 from advhpo.search._worker import _Objective, worker_main
 from advhpo.storage import CheckpointStore, open_storage, retry_callback
-from tests.search._factories import SMALL_SPACE, mnist_settings
+from tests.search._factories import SMALL_SPACE, fail_as_lost, mnist_settings
 
 
 def _tiny_settings(tmp_path: Path, budget: int) -> StudySettings:
@@ -53,7 +54,8 @@ def _objective(
     """The objective a CPU worker of study ``s`` on ``url`` runs, never asked to stop."""
     spec = WorkerSpec("s", url, str(store.root), None, True, "cpu", None, 1, 0, None)
     stop = SimpleNamespace(requested=False)
-    return _Objective(spec, settings, splits, torch.device("cpu"), store, stop)  # type: ignore[arg-type]
+    storage = open_storage(url)
+    return _Objective(spec, storage, settings, splits, torch.device("cpu"), store, stop)  # type: ignore[arg-type]
 
 
 # The test asks for trials by hand, without Study.optimize's heartbeat thread.
@@ -83,11 +85,39 @@ def test_a_retry_that_dies_silently_is_told_as_lost_not_as_its_predecessor(
     with pytest.raises(KeyboardInterrupt):
         objective(retry)
 
-    storage.set_trial_state_values(retry._trial_id, TrialState.FAIL)  # the heartbeat check
+    fail_as_lost(storage, retry._trial_id)  # the heartbeat check
     lost = storage.get_trial(retry._trial_id)
     assert fail_reason(lost) == LOST_REASON
     assert fail_reason(storage.get_trial(first._trial_id)) == "Interrupted: stopped"
     assert fail_reason(optuna.trial.create_trial(values=[0.9, 0.1])) is None
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_trial_failed_elsewhere_is_abandoned_when_the_worker_next_looks(
+    tmp_path: Path, tiny_splits: DatasetSplits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    storage = open_storage(url)
+    settings = mnist_settings()
+    study = create_or_check_study("s", storage, settings)
+    objective = _objective(url, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
+    trial = study.ask()
+    patient = objective._settled_check(trial)  # looks once per heartbeat interval: 10 s
+    objective.spec = dataclasses.replace(objective.spec, heartbeat_interval=0)
+    eager = objective._settled_check(trial)
+    eager()  # running: training goes on
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # Fail Trial, by hand
+    patient()  # not yet time to look
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError, match="FAIL"):
+        eager()
+
+    # While the database is out of reach, it is asked once per grace period (60 s) instead.
+    asked: list[int] = []
+    monkeypatch.setattr(objective.storage, "trial_state", lambda i: asked.append(i))
+    unreachable = objective._settled_check(trial)
+    unreachable()
+    unreachable()
+    assert asked == [trial._trial_id]
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")

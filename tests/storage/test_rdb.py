@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from advhpo import ConfigError, StorageError
 from advhpo.storage import (
     GRACE_ATTR,
+    LOST_ATTR,
     open_storage,
     original_trial_number,
     requeue_interrupted,
@@ -148,9 +149,28 @@ def test_a_trial_without_heartbeat_is_failed_and_requeued(
 ) -> None:
     study, lost = _lost_trial(storage_url, study_name)
     fail_stale_trials(study)
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    assert states == [TrialState.FAIL, TrialState.WAITING]
+    failed, queued = study.get_trials(deepcopy=False)
+    assert [failed.state, queued.state] == [TrialState.FAIL, TrialState.WAITING]
+    # Marked as judged lost, so its failure is not taken for one made by hand; its retry
+    # starts unjudged.
+    assert LOST_ATTR in failed.system_attrs and LOST_ATTR not in queued.system_attrs
     assert original_trial_number(study.ask()) == lost.number
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_trial_failed_by_hand_is_not_marked_lost_nor_retried(
+    storage_url: str, study_name: str
+) -> None:
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
+    study = _study(storage, study_name)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)  # its worker is alive and beating
+    # What optuna-dashboard's "Fail Trial" button does: the state, and nothing else.
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    time.sleep(3.1)  # its last heartbeat is now past the grace period
+    fail_stale_trials(study)
+    (failed,) = study.get_trials(deepcopy=False)
+    assert failed.state == TrialState.FAIL and LOST_ATTR not in failed.system_attrs
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -198,6 +218,7 @@ def test_a_running_trial_that_never_sent_a_heartbeat_is_failed_and_requeued(
 
     states = {t._trial_id: t.state for t in study.get_trials(deepcopy=False)}
     assert states[orphan] == TrialState.FAIL
+    assert LOST_ATTR in storage.get_trial(orphan).system_attrs
     assert states[beating] == TrialState.RUNNING
     assert states[just_asked] == TrialState.RUNNING
     (retry,) = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
