@@ -75,9 +75,9 @@ def run_trial(
         on_epoch: Called after every epoch with an :class:`EpochEnd` and the trainer, for
             checkpoints and early stopping; it may raise to stop the trial.
         progress: Called as work advances.
-        poll: Called before every training step and evaluation batch; it may raise to abandon
-            the trial at once, between checkpoints (e.g. when the study's trial was failed
-            from outside). Default: none.
+        poll: Called before every training step and after every batch of the final
+            evaluation; it may raise to abandon the trial at once, between checkpoints (e.g.
+            when the study's trial was failed from outside). Default: none.
 
     Returns:
         The members and their metrics: those of :func:`evaluate` plus ``train_seconds`` (the
@@ -102,7 +102,10 @@ def run_trial(
     train_seconds = epoch_eval_seconds = 0.0
     for epoch in range(trainer.epoch + 1, cfg.epochs + 1):
         start = time.perf_counter()
-        trainer.train_epoch(train, poll)
+        if poll is None:  # a trainer written before polls existed takes no second argument
+            trainer.train_epoch(train)
+        else:
+            trainer.train_epoch(train, poll)
         train_seconds += time.perf_counter() - start
         if progress is not None:
             progress("train", epoch * cfg.ensemble, total_work)

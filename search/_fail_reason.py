@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from optuna.trial import FrozenTrial, TrialState
 
-from advhpo.storage import LOST_ATTR
+from advhpo.storage import FAIL_REASON_ATTR, LOST_ATTR
 
-FAIL_REASON_ATTR = "fail_reason"  # user attribute: ``Type: message`` of what ended the attempt
+__all__ = ["FAIL_REASON_ATTR", "LOST_REASON", "OUTSIDE_REASON", "fail_reason"]
 
 # A worker failed the trial for its missing heartbeats: its own worker died without a word.
 LOST_REASON = "lost: its worker stopped sending heartbeats (killed, out of memory or suspended)"
@@ -20,9 +20,10 @@ def fail_reason(trial: FrozenTrial) -> str | None:
     """The reason a FAIL trial failed; ``None`` for a trial in any other state.
 
     A trial failed without a reason of its own was either judged lost by a worker (which marks
-    it first, :data:`advhpo.storage.LOST_ATTR`) or failed from outside: optuna-dashboard's
-    "Fail Trial" button writes the state and nothing else. Trials lost before workers marked
-    them read as failed from outside.
+    it in the same write, :data:`advhpo.storage.LOST_ATTR`) or failed from outside:
+    optuna-dashboard's "Fail Trial" button writes the state and nothing else. Trials lost
+    before workers marked them, or failed by a worker of an older advhpo, read as failed from
+    outside.
     """
     if trial.state != TrialState.FAIL:
         return None

@@ -6,7 +6,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from advhpo.search._fail_reason import LOST_REASON, fail_reason
-from advhpo.storage import RetryLostTrial, requeue_interrupted
+from advhpo.storage import INTERRUPTED_ATTR, RetryLostTrial, requeue_interrupted
 
 
 def requeue_dropped(
@@ -37,7 +37,7 @@ def requeue_dropped(
     for trial in trials:
         if trial.state != TrialState.FAIL or trial.number in retried:
             continue
-        if trial.user_attrs.get("interrupted"):
+        if trial.user_attrs.get(INTERRUPTED_ATTR):
             if requeue_interrupted(study, trial, max_requeues):
                 queued.append(trial.number)
         elif fail_reason(trial) == LOST_REASON and lost_retry and lost_retry.will_retry(trial):

@@ -34,7 +34,7 @@ from advhpo.search._sampler_state import load_sampler_state, save_sampler_state
 from advhpo.search._settings import StudySettings, stored_settings
 from advhpo.search._slot import SlotLease
 from advhpo.search._space import suggest_config
-from advhpo.storage import GRACE_ATTR, original_trial_number
+from advhpo.storage import GRACE_ATTR, INTERRUPTED_ATTR, original_trial_number
 
 _MAX_REQUEUES = 100  # interruptions of one trial before it is left failed
 
@@ -235,7 +235,7 @@ def _pull_trials(
         # An interrupted trial is not a failure of its parameters: queue it again so that a
         # later `advhpo run`/`resume` continues it from its checkpoint. Interruptions do not
         # count against the retries a lost trial gets.
-        if trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted"):
+        if trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED_ATTR):
             requeue_interrupted(study, trial, _MAX_REQUEUES)
 
     callback = storage.get_heartbeat_stale_trial_callback()
@@ -290,16 +290,12 @@ def _pull_trials(
                 )
         if lease.renew():  # a process suspended meanwhile may have lost the slot to another
             save_sampler_state(storage, study_id, host_name(), slot, study.sampler)
-        if objective.current is not None:
-            ran = storage.get_trial(objective.current._trial_id)
+        ran = None if objective.current is None else storage.get_trial(objective.current._trial_id)
+        # A trial this worker lost (it was suspended) or someone failed by hand carries no
+        # reason of its own and says nothing about the next: the streaks skip it.
+        if ran is not None and (ran.state != TrialState.FAIL or _own_reason(ran)):
             failures_in_a_row = failures_in_a_row + 1 if _failed_by_setup(ran) else 0
-            # Only failures of the trial itself count: not a stop, nor a trial this worker lost
-            # (it was suspended) or someone failed by hand, which carry no reason of their own.
-            failed = (
-                ran.state == TrialState.FAIL
-                and bool(ran.user_attrs.get(FAIL_REASON_ATTR))
-                and not ran.user_attrs.get("interrupted")
-            )
+            failed = ran.state == TrialState.FAIL and not ran.user_attrs.get(INTERRUPTED_ATTR)
             any_failures_in_a_row = any_failures_in_a_row + 1 if failed else 0
             if (
                 failures_in_a_row >= _MAX_FAILURES_IN_A_ROW
@@ -313,12 +309,17 @@ def _pull_trials(
     return 0
 
 
+def _own_reason(trial: FrozenTrial) -> bool:
+    """Whether the attempt's worker wrote why it ended (``FAIL_REASON_ATTR``)."""
+    return bool(trial.user_attrs.get(FAIL_REASON_ATTR))
+
+
 def _failed_by_setup(trial: FrozenTrial) -> bool:
     """Whether the trial failed for a reason that would fail any trial on this worker."""
     reason = trial.user_attrs.get(FAIL_REASON_ATTR)
     return (
         trial.state == TrialState.FAIL
-        and not trial.user_attrs.get("interrupted")
+        and not trial.user_attrs.get(INTERRUPTED_ATTR)
         and isinstance(reason, str)
         and not reason.startswith(_PER_TRIAL_FAILURES)
         and not any(text in reason for text in _OUT_OF_MEMORY)
@@ -378,9 +379,31 @@ class _Objective:
         self.current: optuna.Trial | None = None  # the trial being run
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        self.current = trial
+        try:
+            return self._attempt(trial)
+        except (optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
+            raise  # pruned on purpose, or failed by another process: nothing more to record
+        except Exception as e:
+            self._record_failure(trial, e)
+            raise
+
+    def _record_failure(self, trial: optuna.Trial, e: Exception) -> None:
+        """Say why the attempt failed, before Optuna tells it failed."""
+        try:
+            trial.set_user_attr(FAIL_REASON_ATTR, one_line(e))
+            trial.set_user_attr(INTERRUPTED_ATTR, isinstance(e, Interrupted))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # failed by another process meanwhile: Optuna's tell will find it so
+        except Exception:
+            # The database stayed out of reach past the outage window. The FAIL Optuna tells
+            # next (it retries too) marks the attempt lost, so it is retried from its
+            # checkpoint rather than read as failed from outside.
+            self.storage.judge_lost(trial._trial_id)
+
+    def _attempt(self, trial: optuna.Trial) -> tuple[float, ...]:
         from advhpo.objectives import make_ensemble_trainer, run_trial
 
-        self.current = trial
         # Other workers judge this trial lost by our grace period, not theirs: our heartbeats
         # come every grace/6 s, which a host with a shorter one would take for silence.
         trial.storage.set_trial_system_attr(trial._trial_id, GRACE_ATTR, self.spec.grace_period)
@@ -388,7 +411,7 @@ class _Objective:
         # why it failed (an attempt that dies without a word is told as lost, fail_reason()),
         # whether it stopped early, or where it resumed from.
         trial.set_user_attr(FAIL_REASON_ATTR, None)
-        trial.set_user_attr("interrupted", False)
+        trial.set_user_attr(INTERRUPTED_ATTR, False)
         trial.set_user_attr(EARLY_STOP_ATTR, None)
         trial.set_user_attr("early_stop_share", None)
         trial.set_user_attr("resumed_from_epoch", None)
@@ -396,72 +419,63 @@ class _Objective:
         trial.set_user_attr("host", host_name())
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("worker_pid", os.getpid())
-        try:
-            cfg = suggest_config(trial, self.settings)
-            key = original_trial_number(trial)
-            origin = _origin_started(trial, key)
-            trainer = make_ensemble_trainer(cfg, self.device)
-            saved = self.store.load(self.spec.study_name, key)
-            # Training seconds of earlier attempts, so a resumed trial's cost is its full cost.
-            prior_seconds = 0.0
-            epoch_values: list[dict[str, Any]] = []
-            # Checkpoint files are named by study name and trial number only: a study deleted
-            # and made again under its name, or another database's study of that name sharing
-            # the artifact folder, finds files that are not its own. The original attempt's
-            # start time tells them apart; the config alone does not, it is seeded the same.
-            if (
-                saved is not None
-                and saved[1].get("config") == cfg.to_dict()
-                and saved[1].get("origin_started") == origin
-            ):
-                trainer.load_state_dict(saved[1]["trainer"])
-                prior_seconds = float(saved[1].get("train_seconds", 0.0))
-                epoch_values = list(saved[1].get("epoch_values", []))
-                trial.set_user_attr("resumed_from_epoch", saved[0])
+        cfg = suggest_config(trial, self.settings)
+        key = original_trial_number(trial)
+        origin = _origin_started(trial, key)
+        trainer = make_ensemble_trainer(cfg, self.device)
+        saved = self.store.load(self.spec.study_name, key)
+        # Training seconds of earlier attempts, so a resumed trial's cost is its full cost.
+        prior_seconds = 0.0
+        epoch_values: list[dict[str, Any]] = []
+        # Checkpoint files are named by study name and trial number only: a study deleted
+        # and made again under its name, or another database's study of that name sharing
+        # the artifact folder, finds files that are not its own. The original attempt's
+        # start time tells them apart; the config alone does not, it is seeded the same.
+        if (
+            saved is not None
+            and saved[1].get("config") == cfg.to_dict()
+            and saved[1].get("origin_started") == origin
+        ):
+            trainer.load_state_dict(saved[1]["trainer"])
+            prior_seconds = float(saved[1].get("train_seconds", 0.0))
+            epoch_values = list(saved[1].get("epoch_values", []))
+            trial.set_user_attr("resumed_from_epoch", saved[0])
 
-            def on_epoch(end: EpochEnd, trainer: EnsembleTrainer) -> None:
-                if end.scores is not None:
-                    epoch_values.append(end.scores)
-                state = {
-                    "config": cfg.to_dict(),
-                    "origin_started": origin,
-                    "trainer": trainer.state_dict(),
-                    "train_seconds": prior_seconds + end.train_seconds,
-                    "epoch_values": epoch_values,
-                }
-                # So far: a trial stopped early or interrupted still shows what it cost. First,
-                # because it raises if another worker has failed the trial meanwhile, and the
-                # checkpoint then belongs to that trial's retry.
-                trial.set_user_attr("train_seconds", state["train_seconds"])
-                self.store.save(self.spec.study_name, key, end.epoch, state)
-                trial.set_user_attr("epoch_history", trainer.history())
-                trial.set_user_attr(EPOCH_VALUES_ATTR, epoch_values)
-                if end.scores is not None:
-                    self._maybe_stop_early(trial, end.epoch, end.scores)
-                if self.stop.requested:
-                    raise Interrupted(f"stopped after the checkpoint of epoch {end.epoch}")
+        def on_epoch(end: EpochEnd, trainer: EnsembleTrainer) -> None:
+            if end.scores is not None:
+                epoch_values.append(end.scores)
+            state = {
+                "config": cfg.to_dict(),
+                "origin_started": origin,
+                "trainer": trainer.state_dict(),
+                "train_seconds": prior_seconds + end.train_seconds,
+                "epoch_values": epoch_values,
+            }
+            # So far: a trial stopped early or interrupted still shows what it cost. First,
+            # because it raises if another worker has failed the trial meanwhile, and the
+            # checkpoint then belongs to that trial's retry.
+            trial.set_user_attr("train_seconds", state["train_seconds"])
+            self.store.save(self.spec.study_name, key, end.epoch, state)
+            trial.set_user_attr("epoch_history", trainer.history())
+            trial.set_user_attr(EPOCH_VALUES_ATTR, epoch_values)
+            if end.scores is not None:
+                self._maybe_stop_early(trial, end.epoch, end.scores)
+            if self.stop.requested:
+                raise Interrupted(f"stopped after the checkpoint of epoch {end.epoch}")
 
-            def progress(phase: str, done: int, total: int) -> None:
-                if self.stop.requested and phase == "eval":
-                    raise Interrupted("stopped during evaluation; training is checkpointed")
+        def progress(phase: str, done: int, total: int) -> None:
+            if self.stop.requested and phase == "eval":
+                raise Interrupted("stopped during evaluation; training is checkpointed")
 
-            m = run_trial(
-                cfg,
-                self.splits,
-                self.device,
-                trainer=trainer,
-                on_epoch=on_epoch,
-                progress=progress,
-                poll=self._settled_check(trial),
-            ).metrics
-        except optuna.TrialPruned:
-            raise
-        except optuna.exceptions.UpdateFinishedTrialError:
-            raise  # failed by another worker meanwhile: nothing more can be recorded on it
-        except Exception as e:
-            trial.set_user_attr(FAIL_REASON_ATTR, one_line(e))
-            trial.set_user_attr("interrupted", isinstance(e, Interrupted))
-            raise
+        m = run_trial(
+            cfg,
+            self.splits,
+            self.device,
+            trainer=trainer,
+            on_epoch=on_epoch,
+            progress=progress,
+            poll=self._settled_check(trial),
+        ).metrics
         train_seconds = prior_seconds + m["train_seconds"]
         trial.set_user_attr("train_seconds", train_seconds)
         trial.set_user_attr("epoch_eval_seconds", m["epoch_eval_seconds"])
@@ -483,27 +497,19 @@ class _Objective:
         return m["clean_acc"], m["fgsm_acc"]
 
     def _settled_check(self, trial: optuna.Trial) -> Callable[[], None]:
-        """A ``run_trial`` poll that abandons the trial once it was finished elsewhere.
+        """A ``run_trial`` poll that abandons the trial once a heartbeat found it finished.
 
         Failed by hand (optuna-dashboard's Fail Trial) or as lost while this process was
-        suspended, the trial has nothing left to gain from this worker; an epoch end, where
-        the first write would find out, can be many minutes away. The database is asked at
-        most once per heartbeat interval.
+        suspended, the trial has nothing left to gain from this worker, and an epoch end,
+        where the first write would find out, can be many minutes away. The heartbeat thread
+        reads the state (:meth:`ResilientRDBStorage.finished_elsewhere`); training steps never
+        wait on the database.
         """
-        next_look = time.monotonic() + self.spec.heartbeat_interval
 
         def check() -> None:
-            nonlocal next_look
-            if time.monotonic() < next_look:
-                return
-            state = self.storage.trial_state(trial._trial_id)
-            # Unreachable: each look may have waited out a connection timeout, so look less
-            # often until the database answers; training goes on meanwhile.
-            pause = self.spec.grace_period if state is None else self.spec.heartbeat_interval
-            next_look = time.monotonic() + pause
-            if state is not None and state.is_finished():
+            if self.storage.finished_elsewhere(trial._trial_id):
                 raise optuna.exceptions.UpdateFinishedTrialError(
-                    f"trial {trial.number} was set {state.name} by another process"
+                    f"trial {trial.number} was finished by another process"
                 )
 
         return check

@@ -12,6 +12,8 @@ from advhpo.storage._resilient import (
     is_transient,
 )
 from advhpo.storage._retry import (
+    FAIL_REASON_ATTR,
+    INTERRUPTED_ATTR,
     RetryLostTrial,
     original_trial_number,
     requeue_interrupted,
@@ -27,7 +29,9 @@ from advhpo.storage._url import (
 
 __all__ = [
     "DEFAULT_STORAGE_URL",
+    "FAIL_REASON_ATTR",
     "GRACE_ATTR",
+    "INTERRUPTED_ATTR",
     "LOST_ATTR",
     "OUTAGE_SECONDS",
     "STORAGE_ENV",

@@ -77,15 +77,14 @@ _RETRIED = (
     "get_trial",
     "get_all_trials",
     "get_best_trial",
-    "record_heartbeat",
 )
 
 CREATE_TOKEN_ATTR = "advhpo:create_token"  # system attribute naming one creation request
 CLAIM_TOKEN_ATTR = "advhpo:claim_token"  # system attribute naming the claim that started a trial
 # System attribute: the grace period (s) of the worker running the trial, which judges it lost.
 GRACE_ATTR = "advhpo:grace_period"
-# System attribute: when a worker judged the trial lost, written just before it fails the trial.
-# A trial failed without it or a reason of its own was failed from outside advhpo (e.g.
+# System attribute: when a worker judged the trial lost, written in the transaction that fails
+# it. A trial failed without it or a reason of its own was failed from outside advhpo (e.g.
 # optuna-dashboard's "Fail Trial" button, which writes only the state), and is not retried.
 LOST_ATTR = "advhpo:judged_lost"
 
@@ -150,6 +149,42 @@ class ResilientRDBStorage(RDBStorage):
     Calls that fail because the connection failed are retried with back-off for up to
     :data:`OUTAGE_SECONDS`; other errors surface at once.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._judged_lost: set[int] = set()  # trials whose next FAIL here marks them lost
+        self._finished: set[int] = set()  # running here, found finished by a heartbeat
+
+    def judge_lost(self, trial_id: int) -> None:
+        """Have the next FAIL of this trial through this storage mark it lost (:data:`LOST_ATTR`).
+
+        The mark and the state are written in one transaction, so no trial carries the mark
+        without having been failed by it: a trial judged lost whose FAIL never came (the
+        judging process died, or the trial's own worker woke up and went on) and that someone
+        fails by hand later reads as failed from outside, and a trial failed by hand between
+        the judgement and the FAIL keeps no mark (the FAIL is refused: it is finished).
+        """
+        self._judged_lost.add(trial_id)
+
+    def finished_elsewhere(self, trial_id: int) -> bool:
+        """Whether a heartbeat of this running trial found it finished meanwhile.
+
+        The trial's worker asks between training steps (a set lookup, no database call):
+        another process failed the trial, by hand (optuna-dashboard's Fail Trial) or as lost
+        while this one was suspended, and training it further is wasted.
+        """
+        return trial_id in self._finished
+
+    @_retrying
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Optuna's heartbeat, retried; it also reads the trial's state for
+        :meth:`finished_elsewhere`, in the heartbeat's own thread."""
+        RDBStorage.record_heartbeat(self, trial_id)
+        query = sqlalchemy.text("SELECT state FROM trials WHERE trial_id = :trial")
+        with self.engine.connect() as conn:
+            state = conn.execute(query, {"trial": trial_id}).scalar()
+        if state is not None and TrialState[str(state)].is_finished():
+            self._finished.add(trial_id)
 
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None
@@ -224,9 +259,27 @@ class ResilientRDBStorage(RDBStorage):
         Returns:
             ``False`` if the change is a claim and another request claimed the trial first.
         """
+        if state == TrialState.FAIL and values is None and trial_id in self._judged_lost:
+            try:
+                return bool(_retrying(type(self)._fail_lost)(self, trial_id))
+            finally:
+                self._judged_lost.discard(trial_id)
         if state != TrialState.RUNNING or values is not None:
             return _retrying(RDBStorage.set_trial_state_values)(self, trial_id, state, values)
         return _retrying(type(self)._claim)(self, trial_id, uuid.uuid4().hex)
+
+    def _fail_lost(self, trial_id: int) -> bool:
+        """Fail a RUNNING trial and mark it lost, in one transaction (see :meth:`judge_lost`)."""
+        with _create_scoped_session(self.scoped_session) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            self.check_trial_is_updatable(trial_id, trial.state)
+            now = datetime.now()
+            self._set_trial_attr_without_commit(
+                session, models.TrialSystemAttributeModel, trial_id, LOST_ATTR, now.isoformat()
+            )
+            trial.state = TrialState.FAIL
+            trial.datetime_complete = now
+        return True
 
     def _claim(self, trial_id: int, token: str) -> bool:
         """Start a WAITING trial under ``token``; True also if this token already started it."""
@@ -261,17 +314,12 @@ class ResilientRDBStorage(RDBStorage):
         more than twice the grace period ago, which Optuna's check skips.
 
         ``optuna.storages.fail_stale_trials`` (and every ``study.optimize``) fails and re-queues
-        what this returns; each is first marked with :data:`LOST_ATTR`, so that its failure
-        can be told from one made outside advhpo. Trials started without heartbeats (e.g. by
-        ``optuna ask``) count as gone too.
+        what this returns; each is judged lost (:meth:`judge_lost`), so its FAIL marks it as
+        such. Trials started without heartbeats (e.g. by ``optuna ask``) count as gone too.
         """
-        stale = []
-        for trial_id in self._find_stale_trial_ids(study_id):
-            try:
-                self.set_trial_system_attr(trial_id, LOST_ATTR, datetime.now().isoformat())
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # finished meanwhile (by its worker, or failed by another process)
-            stale.append(trial_id)
+        stale = self._find_stale_trial_ids(study_id)
+        for trial_id in stale:
+            self.judge_lost(trial_id)
         return stale
 
     @_retrying
@@ -290,23 +338,6 @@ class ResilientRDBStorage(RDBStorage):
         with self.engine.connect() as conn:
             rows = conn.execute(query, {"study": study_id, "cutoff": cutoff})
             return stale + [int(row[0]) for row in rows]
-
-    def trial_state(self, trial_id: int) -> TrialState | None:
-        """The trial's state as the database holds it now, in one query, without retries.
-
-        For a running trial's worker to notice, between checkpoints, that its trial was failed
-        elsewhere: ``None`` when the database cannot be reached, so that an outage never holds
-        up training (the next write rides it out, or finds the trial finished).
-        """
-        query = sqlalchemy.text("SELECT state FROM trials WHERE trial_id = :trial")
-        try:
-            with self.engine.connect() as conn:
-                state = conn.execute(query, {"trial": trial_id}).scalar()
-        except sa_exc.SQLAlchemyError as e:
-            if is_transient(e):
-                return None
-            raise
-        return None if state is None else TrialState[str(state)]
 
     def swap_study_system_attr(
         self,

@@ -12,6 +12,8 @@ from advhpo._errors import ConfigError
 from advhpo.storage._resilient import LOST_ATTR
 
 LOST_RETRIES_ATTR = "advhpo:lost_retries"  # system attribute: lost attempts before this one
+FAIL_REASON_ATTR = "fail_reason"  # user attribute: ``Type: message`` of what ended the attempt
+INTERRUPTED_ATTR = "interrupted"  # user attribute: the attempt was stopped on request
 
 
 class RetryLostTrial(RetryHeartbeatStaleTrialCallback):
@@ -98,12 +100,14 @@ def _queue_retry(study: optuna.Study, trial: FrozenTrial, lost: int) -> None:
     system_attrs = {"failed_trial": trial.number, **inherited}
     system_attrs["retry_history"] = [*system_attrs.get("retry_history", []), trial.number]
     system_attrs[LOST_RETRIES_ATTR] = lost
+    # Nor has it ended: failed by hand while it waits, it must not read as its predecessor.
+    user_attrs = {**trial.user_attrs, FAIL_REASON_ATTR: None, INTERRUPTED_ATTR: False}
     study.add_trial(
         optuna.create_trial(
             state=TrialState.WAITING,
             params=trial.params,
             distributions=trial.distributions,
-            user_attrs=trial.user_attrs,
+            user_attrs=user_attrs,
             system_attrs=system_attrs,
         )
     )

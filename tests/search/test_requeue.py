@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from advhpo.search import create_or_check_study, requeue_dropped
+from advhpo.search import OUTSIDE_REASON, create_or_check_study, fail_reason, requeue_dropped
 from advhpo.storage import RetryLostTrial, open_storage, original_trial_number, requeue_interrupted
 from tests.search._factories import fail_as_lost, mnist_settings
 
@@ -63,6 +63,13 @@ def test_attempts_left_without_their_retry_are_queued_again_once(
     (lost_again,) = [t for t in waiting if original_trial_number(t) == lost.number]
     storage.set_trial_state_values(lost_again._trial_id, TrialState.RUNNING)
     fail_as_lost(storage, lost_again._trial_id)
+    assert requeue_dropped(study, _lost_retry(storage), max_requeues=5) == []
+
+    # A queued retry failed by hand (optuna-dashboard's API takes any unfinished trial) does
+    # not read as its interrupted predecessor, and stays failed.
+    (queued,) = [t for t in waiting if original_trial_number(t) == dropped.number]
+    storage.set_trial_state_values(queued._trial_id, TrialState.FAIL)
+    assert fail_reason(storage.get_trial(queued._trial_id)) == OUTSIDE_REASON
     assert requeue_dropped(study, _lost_retry(storage), max_requeues=5) == []
 
 

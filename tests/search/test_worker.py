@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,6 +19,7 @@ from advhpo.objectives import DatasetSplits
 from advhpo.search import (
     EARLY_STOP_ATTR,
     LOST_REASON,
+    OUTSIDE_REASON,
     StudySettings,
     WorkerSpec,
     budget_counts,
@@ -27,11 +27,18 @@ from advhpo.search import (
     fail_reason,
     load_space_file,
     make_sampler,
+    requeue_dropped,
     spends_budget,
     suggest_config,
 )
 from advhpo.search._worker import _Objective, worker_main
-from advhpo.storage import CheckpointStore, open_storage, retry_callback
+from advhpo.storage import (
+    CheckpointStore,
+    ResilientRDBStorage,
+    RetryLostTrial,
+    open_storage,
+    retry_callback,
+)
 from tests.search._factories import SMALL_SPACE, fail_as_lost, mnist_settings
 
 
@@ -49,12 +56,15 @@ def _tiny_settings(tmp_path: Path, budget: int) -> StudySettings:
 
 
 def _objective(
-    url: str, settings: StudySettings, splits: DatasetSplits, store: CheckpointStore
+    storage: ResilientRDBStorage,
+    settings: StudySettings,
+    splits: DatasetSplits,
+    store: CheckpointStore,
 ) -> _Objective:
-    """The objective a CPU worker of study ``s`` on ``url`` runs, never asked to stop."""
+    """The objective a CPU worker of study ``s`` on ``storage`` runs, never asked to stop."""
+    url = str(storage.url)
     spec = WorkerSpec("s", url, str(store.root), None, True, "cpu", None, 1, 0, None)
     stop = SimpleNamespace(requested=False)
-    storage = open_storage(url)
     return _Objective(spec, storage, settings, splits, torch.device("cpu"), store, stop)  # type: ignore[arg-type]
 
 
@@ -79,7 +89,7 @@ def test_a_retry_that_dies_silently_is_told_as_lost_not_as_its_predecessor(
         raise KeyboardInterrupt  # stands in for SIGKILL: no handler of the worker runs
 
     monkeypatch.setattr(advhpo.objectives, "run_trial", die)
-    objective = _objective(url, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
+    objective = _objective(storage, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
     retry = study.ask()
     assert retry.number == first.number + 1  # the queued retry, not a new trial
     with pytest.raises(KeyboardInterrupt):
@@ -93,31 +103,50 @@ def test_a_retry_that_dies_silently_is_told_as_lost_not_as_its_predecessor(
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-def test_a_trial_failed_elsewhere_is_abandoned_when_the_worker_next_looks(
-    tmp_path: Path, tiny_splits: DatasetSplits, monkeypatch: pytest.MonkeyPatch
+def test_a_trial_failed_elsewhere_is_abandoned_after_its_next_heartbeat(
+    tmp_path: Path, tiny_splits: DatasetSplits
 ) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     storage = open_storage(url)
     settings = mnist_settings()
     study = create_or_check_study("s", storage, settings)
-    objective = _objective(url, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
+    objective = _objective(storage, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
     trial = study.ask()
-    patient = objective._settled_check(trial)  # looks once per heartbeat interval: 10 s
-    objective.spec = dataclasses.replace(objective.spec, heartbeat_interval=0)
-    eager = objective._settled_check(trial)
-    eager()  # running: training goes on
-    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # Fail Trial, by hand
-    patient()  # not yet time to look
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError, match="FAIL"):
-        eager()
+    check = objective._settled_check(trial)
+    storage.record_heartbeat(trial._trial_id)  # what Optuna's heartbeat thread does
+    check()  # running: training goes on
+    open_storage(url).set_trial_state_values(trial._trial_id, TrialState.FAIL)  # Fail Trial
+    check()  # no heartbeat has seen it yet: the check itself never asks the database
+    storage.record_heartbeat(trial._trial_id)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        check()
 
-    # While the database is out of reach, it is asked once per grace period (60 s) instead.
-    asked: list[int] = []
-    monkeypatch.setattr(objective.storage, "trial_state", lambda i: asked.append(i))
-    unreachable = objective._settled_check(trial)
-    unreachable()
-    unreachable()
-    assert asked == [trial._trial_id]
+
+def test_an_attempt_whose_reason_cannot_be_written_is_failed_as_lost_and_retried(
+    tmp_path: Path, tiny_splits: DatasetSplits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database stays away past the outage window while the trial fails: its reason is
+    # lost, but the FAIL told once the database is back must not read as one made by hand.
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    storage = open_storage(url, max_retry=1)
+    settings = mnist_settings()
+    study = create_or_check_study("s", storage, settings)
+    objective = _objective(storage, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
+    _failing_run_trial(monkeypatch, [RuntimeError("some failure")])
+    write = optuna.Trial.set_user_attr
+
+    def unreachable(self: optuna.Trial, key: str, value: Any) -> None:
+        if key == "fail_reason" and value is not None:
+            raise optuna.exceptions.StorageInternalError("the database is unreachable")
+        write(self, key, value)
+
+    monkeypatch.setattr(optuna.Trial, "set_user_attr", unreachable)
+    study.optimize(objective, n_trials=1, catch=(Exception,))
+    (failed,) = study.get_trials()
+    assert fail_reason(failed) == LOST_REASON
+    lost_retry = storage.get_heartbeat_stale_trial_callback()
+    assert isinstance(lost_retry, RetryLostTrial)
+    assert requeue_dropped(study, lost_retry, max_requeues=5) == [failed.number]
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
@@ -139,7 +168,7 @@ def test_a_retry_skipped_at_the_budget_does_not_inherit_its_predecessor_s_early_
     storage.set_trial_state_values(first._trial_id, TrialState.FAIL)
     retry_callback(3)(study, storage.get_trial(first._trial_id))
 
-    objective = _objective(url, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
+    objective = _objective(storage, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
     retry = study.ask()
     with pytest.raises(optuna.TrialPruned):
         objective(retry)
@@ -166,7 +195,7 @@ def test_a_new_trial_steps_back_for_a_queued_retry_ahead_of_it(
     new = optuna.Trial(study, storage.create_new_trial(study_id))
     assert [t.state for t in study.trials] == [TrialState.WAITING, TrialState.RUNNING]
 
-    objective = _objective(url, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
+    objective = _objective(storage, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
     with pytest.raises(optuna.TrialPruned):
         objective(new)
     assert storage.get_trial(new._trial_id).user_attrs["skipped"].startswith("budget already")
@@ -187,7 +216,7 @@ def test_a_study_made_again_under_its_name_does_not_resume_the_old_study_s_check
         study = optuna.load_study(
             study_name="s", storage=storage, sampler=make_sampler(settings, 0)
         )
-        objective = _objective(url, settings, tiny_splits, store)
+        objective = _objective(storage, settings, tiny_splits, store)
         study.optimize(objective, n_trials=1)
         trials.append(study.trials[0])
     assert trials[0].params == trials[1].params  # same seeds, so the same config: only the
@@ -214,14 +243,19 @@ def in_process_worker(
         signal.signal(s, handler)
 
 
-def _failing_run_trial(monkeypatch: pytest.MonkeyPatch, errors: list[Exception]) -> list[Exception]:
-    """Make ``run_trial`` raise ``errors`` one per call, then run for real."""
+def _failing_run_trial(
+    monkeypatch: pytest.MonkeyPatch, errors: list[Exception | Callable[[], None]]
+) -> list[Exception | Callable[[], None]]:
+    """Make ``run_trial`` raise ``errors`` one per call (or call them), then run for real."""
     real = advhpo.objectives.run_trial
     pending = list(errors)
 
     def run(*args: Any, **kwargs: Any) -> Any:
         if pending:
-            raise pending.pop(0)
+            error = pending.pop(0)
+            if isinstance(error, Exception):
+                raise error
+            error()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(advhpo.objectives, "run_trial", run)
@@ -282,3 +316,24 @@ def test_trials_failing_for_their_own_parameters_do_not_stop_a_worker(
         for t in optuna.load_study(study_name="s", storage=in_process_worker.storage_url).trials
     ]
     assert states == [TrialState.FAIL] * 14 + [TrialState.COMPLETE] * 2
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_trial_failed_by_hand_neither_breaks_nor_extends_a_row_of_failures(
+    in_process_worker: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = in_process_worker.storage_url
+
+    def fail_by_hand() -> None:
+        # The user presses Fail Trial; the worker's poll then abandons the trial.
+        storage = open_storage(url)
+        study = optuna.load_study(study_name="s", storage=storage)
+        (running,) = study.get_trials(states=(TrialState.RUNNING,))
+        storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
+        raise optuna.exceptions.UpdateFinishedTrialError("failed by another process")
+
+    setup = OSError(28, "No space left on device")
+    _failing_run_trial(monkeypatch, [setup] * 4 + [fail_by_hand] + [setup] * 10)
+    assert worker_main(in_process_worker) == 1  # five setup failures in a row, around it
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [fail_reason(t) == OUTSIDE_REASON for t in trials] == [False] * 4 + [True, False]

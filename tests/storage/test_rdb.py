@@ -157,20 +157,31 @@ def test_a_trial_without_heartbeat_is_failed_and_requeued(
     assert original_trial_number(study.ask()) == lost.number
 
 
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-def test_a_trial_failed_by_hand_is_not_marked_lost_nor_retried(
+def test_a_trial_judged_lost_but_never_failed_carries_no_mark(
     storage_url: str, study_name: str
 ) -> None:
-    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
-    study = _study(storage, study_name)
-    trial = study.ask()
-    storage.record_heartbeat(trial._trial_id)  # its worker is alive and beating
-    # What optuna-dashboard's "Fail Trial" button does: the state, and nothing else.
-    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    time.sleep(3.1)  # its last heartbeat is now past the grace period
-    fail_stale_trials(study)
-    (failed,) = study.get_trials(deepcopy=False)
-    assert failed.state == TrialState.FAIL and LOST_ATTR not in failed.system_attrs
+    # The judging worker died before its FAIL; the trial's own worker woke up and went on.
+    _, lost = _lost_trial(storage_url, study_name)
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2, create=False)
+    study_id = storage.get_study_id_from_name(study_name)
+    assert storage._get_stale_trial_ids(study_id) == [lost._trial_id]
+    storage.record_heartbeat(lost._trial_id)
+    # Failed by hand later (optuna-dashboard's Fail Trial): nothing says it was lost.
+    open_storage(storage_url, create=False).set_trial_state_values(lost._trial_id, TrialState.FAIL)
+    assert LOST_ATTR not in storage.get_trial(lost._trial_id).system_attrs
+
+
+def test_a_trial_failed_by_hand_after_it_was_judged_lost_keeps_no_mark(
+    storage_url: str, study_name: str
+) -> None:
+    _, lost = _lost_trial(storage_url, study_name)
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2, create=False)
+    study_id = storage.get_study_id_from_name(study_name)
+    assert storage._get_stale_trial_ids(study_id) == [lost._trial_id]
+    open_storage(storage_url, create=False).set_trial_state_values(lost._trial_id, TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(lost._trial_id, TrialState.FAIL)  # fail_stale_trials' own
+    assert LOST_ATTR not in storage.get_trial(lost._trial_id).system_attrs
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

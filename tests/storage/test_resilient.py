@@ -145,41 +145,23 @@ def test_storage_calls_wait_out_a_server_outage(storage_url: str, study_name: st
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-def test_trial_state_reads_the_database_now(storage_url: str, study_name: str) -> None:
+def test_a_heartbeat_notes_a_trial_finished_by_another_process(
+    storage_url: str, study_name: str
+) -> None:
     storage = open_storage(storage_url)
     study = optuna.create_study(
         study_name=study_name, storage=storage, directions=["maximize", "maximize"]
     )
-    trial = study.ask()
-    assert storage.trial_state(trial._trial_id) == TrialState.RUNNING
-    # Written by another process (optuna-dashboard's Fail Trial), past this study's cache.
-    other = open_storage(storage_url, create=False)
-    other.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    assert storage.trial_state(trial._trial_id) == TrialState.FAIL
-    assert storage.trial_state(trial._trial_id + 1000) is None
-
-
-def test_trial_state_answers_none_in_an_outage_instead_of_waiting(
-    storage_url: str, study_name: str
-) -> None:
-    if not storage_url.startswith("postgresql"):
-        pytest.skip("the outage is staged in front of the PostgreSQL server")
-    url = make_url(storage_url)
-    proxy = Outage((url.host or "127.0.0.1", url.port or 5432))
-    storage = open_storage(url.set(port=proxy.port).render_as_string(hide_password=False))
-    study = optuna.create_study(
-        study_name=study_name, storage=storage, directions=["maximize", "maximize"]
-    )
-    study.add_trial(optuna.trial.create_trial(values=[0.5, 0.5]))
-    (trial_id,) = [t._trial_id for t in study.get_trials()]
-    proxy.cut(seconds=3.0)
-    start = time.monotonic()
-    assert storage.trial_state(trial_id) is None  # a training worker must not stall on it
-    assert time.monotonic() - start < 2.0
-    assert storage.trial_state(trial_id) in (None, TrialState.COMPLETE)
-    time.sleep(3.5)
-    assert storage.trial_state(trial_id) == TrialState.COMPLETE
-    storage.engine.dispose()
+    trial, other_trial = study.ask(), study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    assert not storage.finished_elsewhere(trial._trial_id)
+    # optuna-dashboard's Fail Trial, in its own process.
+    open_storage(storage_url, create=False).set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    assert not storage.finished_elsewhere(trial._trial_id)  # no heartbeat has looked yet
+    storage.record_heartbeat(trial._trial_id)
+    assert storage.finished_elsewhere(trial._trial_id)
+    storage.record_heartbeat(other_trial._trial_id)
+    assert not storage.finished_elsewhere(other_trial._trial_id)
 
 
 def _lose_the_first_ack(
