@@ -34,7 +34,7 @@ from advhpo.search._sampler_state import load_sampler_state, save_sampler_state
 from advhpo.search._settings import StudySettings, stored_settings
 from advhpo.search._slot import SlotLease
 from advhpo.search._space import suggest_config
-from advhpo.storage import GRACE_ATTR, INTERRUPTED_ATTR, original_trial_number
+from advhpo.storage import GRACE_ATTR, INTERRUPTED_ATTR, is_transient, original_trial_number
 
 _MAX_REQUEUES = 100  # interruptions of one trial before it is left failed
 
@@ -390,9 +390,15 @@ class _Objective:
 
     def _record_failure(self, trial: optuna.Trial, e: Exception) -> None:
         """Say why the attempt failed, before Optuna tells it failed."""
+        if is_transient(e):
+            # The database stayed out of reach past the outage window: no fault of the trial.
+            # Failed as lost, it is retried from its checkpoint.
+            self.storage.judge_lost(trial._trial_id)
+            return
         try:
-            trial.set_user_attr(FAIL_REASON_ATTR, one_line(e))
+            # Interrupted first: a reason without it would read as a failure of its own.
             trial.set_user_attr(INTERRUPTED_ATTR, isinstance(e, Interrupted))
+            trial.set_user_attr(FAIL_REASON_ATTR, one_line(e))
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # failed by another process meanwhile: Optuna's tell will find it so
         except Exception:

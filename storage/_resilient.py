@@ -51,7 +51,8 @@ _MAX_WAIT = 10.0
 # The methods of RDBStorage that open a session. Optuna's _CachedStorage, which wraps an
 # RDBStorage inside every Study, calls some private ones directly, so those are listed too.
 # create_new_trial and set_trial_state_values are absent: their overrides below retry them with
-# one token per request (a retry of the outer create_new_trial would mint a second token).
+# one token per request (a retry of the outer create_new_trial would mint a second token);
+# record_heartbeat too, retried by its override.
 _RETRIED = (
     "_get_trials",
     "_get_best_trial_id",
@@ -83,7 +84,7 @@ CREATE_TOKEN_ATTR = "advhpo:create_token"  # system attribute naming one creatio
 CLAIM_TOKEN_ATTR = "advhpo:claim_token"  # system attribute naming the claim that started a trial
 # System attribute: the grace period (s) of the worker running the trial, which judges it lost.
 GRACE_ATTR = "advhpo:grace_period"
-# System attribute: when a worker judged the trial lost, written in the transaction that fails
+# System attribute: when a worker failed the trial as lost, written in the transaction that fails
 # it. A trial failed without it or a reason of its own was failed from outside advhpo (e.g.
 # optuna-dashboard's "Fail Trial" button, which writes only the state), and is not retried.
 LOST_ATTR = "advhpo:judged_lost"
@@ -160,9 +161,9 @@ class ResilientRDBStorage(RDBStorage):
 
         The mark and the state are written in one transaction, so no trial carries the mark
         without having been failed by it: a trial judged lost whose FAIL never came (the
-        judging process died, or the trial's own worker woke up and went on) and that someone
-        fails by hand later reads as failed from outside, and a trial failed by hand between
-        the judgement and the FAIL keeps no mark (the FAIL is refused: it is finished).
+        judging process died in between) and that someone fails by hand later reads as failed
+        from outside, and a trial failed by hand between the judgement and the FAIL keeps no
+        mark (the FAIL is refused: it is finished).
         """
         self._judged_lost.add(trial_id)
 
@@ -175,10 +176,22 @@ class ResilientRDBStorage(RDBStorage):
         """
         return trial_id in self._finished
 
-    @_retrying
     def record_heartbeat(self, trial_id: int) -> None:
         """Optuna's heartbeat, retried; it also reads the trial's state for
-        :meth:`finished_elsewhere`, in the heartbeat's own thread."""
+        :meth:`finished_elsewhere`, in the heartbeat's own thread.
+
+        An outage longer than the retries is reported and survived: Optuna's heartbeat thread
+        would end at the first exception, and the trial go on without beats once the database
+        is back.
+        """
+        try:
+            _retrying(type(self)._beat)(self, trial_id)
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            print(f"heartbeat of trial {trial_id} missed: storage unreachable", file=sys.stderr)
+
+    def _beat(self, trial_id: int) -> None:
         RDBStorage.record_heartbeat(self, trial_id)
         query = sqlalchemy.text("SELECT state FROM trials WHERE trial_id = :trial")
         with self.engine.connect() as conn:

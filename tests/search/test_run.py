@@ -17,6 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from advhpo import StorageError
 from advhpo.dashboards import make_dashboard_server, server_url
 from advhpo.search import LOST_REASON, OUTSIDE_REASON, fail_reason
 from advhpo.storage import open_storage, original_trial_number, retry_callback
@@ -206,13 +207,16 @@ def _wait_for_training(
         if proc.poll() is not None:
             err = proc.stderr.read() if proc.stderr else ""
             raise AssertionError(f"advhpo exited early:\n{err}")
-        if db.exists():
+        try:
             storage = open_storage(f"sqlite:///{db}", create=False)
-            if name in [s.study_name for s in storage.get_all_studies()]:
-                study = optuna.load_study(study_name=name, storage=storage)
-                for trial in study.get_trials(states=(TrialState.RUNNING,)):
-                    if "worker_pid" in trial.user_attrs:  # written just before training
-                        return trial
+            studies = [s.study_name for s in storage.get_all_studies()]
+        except StorageError:
+            studies = []  # the launcher has not made the file, or its tables, yet
+        if name in studies:
+            study = optuna.load_study(study_name=name, storage=storage)
+            for trial in study.get_trials(states=(TrialState.RUNNING,)):
+                if "worker_pid" in trial.user_attrs:  # its worker is setting it up to train
+                    return trial
         time.sleep(0.2)
     raise AssertionError("no trial began training in time")
 

@@ -157,28 +157,35 @@ def test_a_trial_without_heartbeat_is_failed_and_requeued(
     assert original_trial_number(study.ask()) == lost.number
 
 
-def test_a_trial_judged_lost_but_never_failed_carries_no_mark(
-    storage_url: str, study_name: str
-) -> None:
-    # The judging worker died before its FAIL; the trial's own worker woke up and went on.
+def _judged_lost(storage_url: str, study_name: str) -> tuple[RDBStorage, FrozenTrial]:
+    """A storage whose stale check has just judged the study's one trial lost, not failed it."""
     _, lost = _lost_trial(storage_url, study_name)
     storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2, create=False)
     study_id = storage.get_study_id_from_name(study_name)
     assert storage._get_stale_trial_ids(study_id) == [lost._trial_id]
+    return storage, storage.get_trial(lost._trial_id)
+
+
+def _fail_by_hand(storage_url: str, trial_id: int) -> None:
+    """optuna-dashboard's Fail Trial, from another process."""
+    open_storage(storage_url, create=False).set_trial_state_values(trial_id, TrialState.FAIL)
+
+
+def test_a_trial_judged_lost_but_never_failed_carries_no_mark(
+    storage_url: str, study_name: str
+) -> None:
+    # The judging worker died between its judgement and its FAIL.
+    storage, lost = _judged_lost(storage_url, study_name)
     storage.record_heartbeat(lost._trial_id)
-    # Failed by hand later (optuna-dashboard's Fail Trial): nothing says it was lost.
-    open_storage(storage_url, create=False).set_trial_state_values(lost._trial_id, TrialState.FAIL)
+    _fail_by_hand(storage_url, lost._trial_id)  # later: nothing may say it was lost
     assert LOST_ATTR not in storage.get_trial(lost._trial_id).system_attrs
 
 
 def test_a_trial_failed_by_hand_after_it_was_judged_lost_keeps_no_mark(
     storage_url: str, study_name: str
 ) -> None:
-    _, lost = _lost_trial(storage_url, study_name)
-    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2, create=False)
-    study_id = storage.get_study_id_from_name(study_name)
-    assert storage._get_stale_trial_ids(study_id) == [lost._trial_id]
-    open_storage(storage_url, create=False).set_trial_state_values(lost._trial_id, TrialState.FAIL)
+    storage, lost = _judged_lost(storage_url, study_name)
+    _fail_by_hand(storage_url, lost._trial_id)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_state_values(lost._trial_id, TrialState.FAIL)  # fail_stale_trials' own
     assert LOST_ATTR not in storage.get_trial(lost._trial_id).system_attrs
