@@ -21,11 +21,11 @@ from advhpo.objectives._generator import PerturbationGenerator, generator_loss, 
 from advhpo.objectives._net import make_net
 
 CHECK_EVERY = 50  # steps between finiteness checks: each check syncs a GPU
+_ADAPT_WINDOW = 50  # classifier steps over which the generator's loss is averaged
+_GEN_LR = 1e-3  # Adam step of the perturbation generator
 
 # Called between training steps (and evaluation batches); raises to abandon the work at once.
 PollFn = Callable[[], None]
-_ADAPT_WINDOW = 50  # classifier steps over which the generator's loss is averaged
-_GEN_LR = 1e-3  # Adam step of the perturbation generator
 
 
 def check_finite(losses: Tensor, *, epoch: int, step: int, first_member: int, lr: float) -> None:

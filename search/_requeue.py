@@ -20,8 +20,8 @@ def requeue_dropped(
     leaves an attempt failed for good that was meant to continue. Interrupted attempts are
     queued again within ``max_requeues``, lost ones as ``lost_retry`` allows; attempts that
     failed for a reason of their own (a diverging loss) or were failed from outside (by hand,
-    in optuna-dashboard) are left as they are. Two workers
-    sweeping at once queue one retry: the storage makes each attempt's retry only once.
+    in optuna-dashboard) are left as they are. Two workers sweeping at once queue one retry:
+    the storage makes each attempt's retry only once.
 
     Args:
         study: The study to sweep.

@@ -55,6 +55,14 @@ def _tiny_settings(tmp_path: Path, budget: int) -> StudySettings:
     )
 
 
+def _sqlite_study(
+    tmp_path: Path, settings: StudySettings, **storage_options: Any
+) -> tuple[ResilientRDBStorage, optuna.Study]:
+    """Study ``s`` with ``settings`` in a new SQLite file, and its storage."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", **storage_options)
+    return storage, create_or_check_study("s", storage, settings)
+
+
 def _objective(
     storage: ResilientRDBStorage,
     settings: StudySettings,
@@ -73,10 +81,8 @@ def _objective(
 def test_a_retry_that_dies_silently_is_told_as_lost_not_as_its_predecessor(
     tmp_path: Path, tiny_splits: DatasetSplits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    storage = open_storage(url)
     settings = mnist_settings(budget=2)
-    study = create_or_check_study("s", storage, settings)
+    storage, study = _sqlite_study(tmp_path, settings)
     # Attempt 1 was stopped by Ctrl-C, said so, and was queued again; the retry inherits its
     # user attributes.
     first = study.ask()
@@ -106,16 +112,14 @@ def test_a_retry_that_dies_silently_is_told_as_lost_not_as_its_predecessor(
 def test_a_trial_failed_elsewhere_is_abandoned_after_its_next_heartbeat(
     tmp_path: Path, tiny_splits: DatasetSplits
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    storage = open_storage(url)
     settings = mnist_settings()
-    study = create_or_check_study("s", storage, settings)
+    storage, study = _sqlite_study(tmp_path, settings)
     objective = _objective(storage, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
     trial = study.ask()
     check = objective._settled_check(trial)
     storage.record_heartbeat(trial._trial_id)  # what Optuna's heartbeat thread does
     check()  # running: training goes on
-    open_storage(url).set_trial_state_values(trial._trial_id, TrialState.FAIL)  # Fail Trial
+    open_storage(storage.url).set_trial_state_values(trial._trial_id, TrialState.FAIL)  # Fail Trial
     check()  # no heartbeat has seen it yet: the check itself never asks the database
     storage.record_heartbeat(trial._trial_id)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
@@ -127,10 +131,8 @@ def test_an_attempt_whose_reason_cannot_be_written_is_failed_as_lost_and_retried
 ) -> None:
     # The database stays away past the outage window while the trial fails: its reason is
     # lost, but the FAIL told once the database is back must not read as one made by hand.
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    storage = open_storage(url, max_retry=1)
     settings = mnist_settings()
-    study = create_or_check_study("s", storage, settings)
+    storage, study = _sqlite_study(tmp_path, settings, max_retry=1)
     objective = _objective(storage, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
     _failing_run_trial(monkeypatch, [RuntimeError("some failure")])
     write = optuna.Trial.set_user_attr
@@ -153,10 +155,8 @@ def test_an_attempt_whose_reason_cannot_be_written_is_failed_as_lost_and_retried
 def test_a_retry_skipped_at_the_budget_does_not_inherit_its_predecessor_s_early_stop(
     tmp_path: Path, tiny_splits: DatasetSplits
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    storage = open_storage(url)
     settings = mnist_settings(budget=1)
-    study = create_or_check_study("s", storage, settings)
+    storage, study = _sqlite_study(tmp_path, settings)
     done = study.ask()
     suggest_config(done, settings)
     study.tell(done, [0.9, 0.1])  # the budget is met
@@ -186,10 +186,8 @@ def test_a_new_trial_steps_back_for_a_queued_retry_ahead_of_it(
 ) -> None:
     # Worker B created trial 1 while trial 0, a retry, sat queued for worker A: both would
     # run, two trials for a budget of one.
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    storage = open_storage(url)
     settings = mnist_settings(budget=1)
-    study = create_or_check_study("s", storage, settings)
+    storage, study = _sqlite_study(tmp_path, settings)
     study.enqueue_trial({})
     study_id = storage.get_study_id_from_name("s")
     new = optuna.Trial(study, storage.create_new_trial(study_id))
