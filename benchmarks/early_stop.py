@@ -27,7 +27,7 @@ import optuna
 from _study_runs import parse, run_study, study_parser
 from optuna.trial import TrialState
 
-from advhpo.search import EARLY_STOP_ATTR, hypervolume
+from advhpo.search import EARLY_STOP_ATTR, front, hypervolume
 
 
 def run_arm(early: bool, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def run_arm(early: bool, seed: int, args: argparse.Namespace, out: Path) -> dict
         "epochs_trained": epochs_trained,
         "complete_trial_seconds": compute,
         "hypervolume": hypervolume([(t.values[0], t.values[1]) for t in done]),
-        "front_size": len(study.best_trials),
+        "front_size": len(front(study)),
     }
 
 

@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     )
     from advhpo.dashboards._hypervolume import hypervolume_history
     from advhpo.dashboards._importance import FRONT_TARGET, Importances, param_importances
-    from advhpo.dashboards._report import FIGURES, ReportSummary, render_report, write_report
+    from advhpo.dashboards._report import (
+        FIGURES,
+        ReportSummary,
+        check_report_path,
+        render_report,
+        write_report,
+    )
     from advhpo.dashboards._server import (
         DEFAULT_HOST,
         DEFAULT_PORT,
@@ -31,7 +37,6 @@ if TYPE_CHECKING:
     from advhpo.dashboards._study_data import (
         NoCompletedTrialError,
         StudyData,
-        accuracy_front,
         curve_trials,
         load_study_data,
     )
@@ -49,13 +54,16 @@ _MODULE_OF = {
     ),
     "hypervolume_history": "_hypervolume",
     **dict.fromkeys(("FRONT_TARGET", "Importances", "param_importances"), "_importance"),
-    **dict.fromkeys(("FIGURES", "ReportSummary", "render_report", "write_report"), "_report"),
+    **dict.fromkeys(
+        ("FIGURES", "ReportSummary", "check_report_path", "render_report", "write_report"),
+        "_report",
+    ),
     **dict.fromkeys(
         ("DEFAULT_HOST", "DEFAULT_PORT", "is_loopback", "make_dashboard_server", "server_url"),
         "_server",
     ),
     **dict.fromkeys(
-        ("NoCompletedTrialError", "StudyData", "accuracy_front", "curve_trials", "load_study_data"),
+        ("NoCompletedTrialError", "StudyData", "curve_trials", "load_study_data"),
         "_study_data",
     ),
 }
@@ -85,7 +93,7 @@ __all__ = [
     "NoCompletedTrialError",
     "ReportSummary",
     "StudyData",
-    "accuracy_front",
+    "check_report_path",
     "checkpoint_eps_curves",
     "curve_trials",
     "hypervolume_history",

@@ -9,11 +9,12 @@ digest of the test images scored.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from advhpo.objectives import ImageSet, TrialConfig, eps_curves, make_ensemble_trainer
+from advhpo.objectives import ImageSet, TrialConfig, eps_curves, restore_ensemble_trainer
 from advhpo.storage import CheckpointStore, original_trial_number
 
 _CACHE_FORMAT = 1  # bump when the cached payload changes
@@ -60,6 +61,9 @@ class CheckpointCurves:
         measured: Trials measured now.
         cached: Trials read from the cache.
         missing: Trials without a checkpoint (their stored validation curves remain).
+        foreign: Trials whose checkpoint file is another study's: one deleted and made again
+            under the same name, or another database's sharing the folder (their stored
+            validation curves remain).
         cache_errors: Cache files that could not be written (the next report measures again).
     """
 
@@ -67,6 +71,7 @@ class CheckpointCurves:
     measured: list[int] = field(default_factory=list)
     cached: list[int] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
+    foreign: list[int] = field(default_factory=list)
     cache_errors: list[str] = field(default_factory=list)
 
 
@@ -150,6 +155,7 @@ def checkpoint_eps_curves(
     test: ImageSet,
     device: torch.device,
     progress: Callable[[int, int], None] | None = None,
+    starts: Mapping[int, datetime.datetime | None] | None = None,
 ) -> CheckpointCurves:
     """Test-set FGSM and PGD curves of ``trials``, from their last checkpoints, cached.
 
@@ -158,6 +164,11 @@ def checkpoint_eps_curves(
     with its PGD settings. Results are cached beside the checkpoint; a cached result is used
     while the checkpoint file and the test images are unchanged.
 
+    Checkpoint files are named by study name and trial number only. As the worker does
+    before it resumes one, a checkpoint is used only when the start of the trial's first
+    attempt it records is that trial's; checkpoints and cache files written before workers
+    recorded it cannot be told apart and are used.
+
     Args:
         study_name: The study the trials belong to.
         trials: The trials to measure.
@@ -165,6 +176,9 @@ def checkpoint_eps_curves(
         test: The test images to score (e.g. the first N of the test split).
         device: Where to compute.
         progress: Called with (images scored, images to score) across all trials measured.
+        starts: When each trial of the study started, by trial number: a retry's original
+            need not be among ``trials``. Default: the start of each of ``trials``, so a
+            retry's checkpoint goes unchecked.
 
     Raises:
         StorageError: A checkpoint exists but is unreadable.
@@ -173,17 +187,21 @@ def checkpoint_eps_curves(
     digest = _digest(test)
     result = CheckpointCurves(curves={})
     todo: list[tuple[FrozenTrial, int, Path, tuple[int, int]]] = []
+    origins: dict[int, str | None] = {}
     for trial in trials:
         key = original_trial_number(trial)
+        origins[trial.number] = _origin(trial, key, starts)
         checkpoint = store.path(study_name, key)
         stamp = _stamp(checkpoint)
         if stamp is None:
             result.missing.append(trial.number)
             continue
         cached = _read_cache(_cache_path(checkpoint), stamp, digest)
-        if cached is not None:
-            result.curves[trial.number] = cached
+        if cached is not None and not _mismatch(cached[1], origins[trial.number]):
+            result.curves[trial.number] = cached[0]
             result.cached.append(trial.number)
+        elif cached is not None:
+            result.foreign.append(trial.number)
         else:
             todo.append((trial, key, checkpoint, stamp))
     total = len(todo) * len(test)
@@ -204,9 +222,13 @@ def checkpoint_eps_curves(
             total -= len(test)
             continue
         epoch, state = loaded
+        recorded = state.get("origin_started")
+        if _mismatch(recorded, origins[trial.number]):
+            result.foreign.append(trial.number)
+            total -= len(test)
+            continue
         cfg = TrialConfig.from_dict(state["config"])
-        trainer = make_ensemble_trainer(cfg, device, strategy=state["trainer"].get("strategy"))
-        trainer.load_state_dict(state["trainer"])
+        trainer = restore_ensemble_trainer(cfg, device, state["trainer"])
         curve = measure_eps_curve(
             trainer.models(),
             test,
@@ -220,10 +242,26 @@ def checkpoint_eps_curves(
         curve = dataclasses.replace(curve, epoch=epoch)
         result.curves[trial.number] = curve
         result.measured.append(trial.number)
-        error = _write_cache(_cache_path(checkpoint), stamp, digest, curve)
+        error = _write_cache(_cache_path(checkpoint), stamp, digest, curve, recorded)
         if error is not None:
             result.cache_errors.append(error)
     return result
+
+
+def _origin(
+    trial: FrozenTrial, key: int, starts: Mapping[int, datetime.datetime | None] | None
+) -> str | None:
+    """When trial ``key``, the first attempt of ``trial``, started, as the worker records it."""
+    if starts is not None:
+        start = starts.get(key)
+    else:
+        start = trial.datetime_start if key == trial.number else None
+    return None if start is None else start.isoformat()
+
+
+def _mismatch(recorded: object, expected: str | None) -> bool:
+    """Whether a checkpoint recording ``recorded`` is certainly not the expected trial's."""
+    return recorded is not None and expected is not None and recorded != expected
 
 
 def _cache_path(checkpoint: Path) -> Path:
@@ -246,7 +284,10 @@ def _digest(data: ImageSet) -> str:
     return h.hexdigest()[:16]
 
 
-def _read_cache(path: Path, stamp: tuple[int, int], digest: str) -> EpsCurve | None:
+def _read_cache(
+    path: Path, stamp: tuple[int, int], digest: str
+) -> tuple[EpsCurve, str | None] | None:
+    """The cached curve and the trial start its checkpoint recorded, if the cache is current."""
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -261,8 +302,8 @@ def _read_cache(path: Path, stamp: tuple[int, int], digest: str) -> EpsCurve | N
     eps, fgsm_acc, pgd_acc = (_floats(raw.get(k)) for k in ("eps", "fgsm_acc", "pgd_acc"))
     if not eps or fgsm_acc is None or pgd_acc is None:
         return None
-    epoch, n = raw.get("epoch"), raw.get("n_images")
-    return EpsCurve(
+    epoch, n, origin = raw.get("epoch"), raw.get("n_images"), raw.get("origin_started")
+    curve = EpsCurve(
         eps,
         fgsm_acc,
         pgd_acc,
@@ -270,13 +311,18 @@ def _read_cache(path: Path, stamp: tuple[int, int], digest: str) -> EpsCurve | N
         n if isinstance(n, int) else None,
         epoch if isinstance(epoch, int) else None,
     )
+    return curve, origin if isinstance(origin, str) else None
 
 
-def _write_cache(path: Path, stamp: tuple[int, int], digest: str, curve: EpsCurve) -> str | None:
+def _write_cache(
+    path: Path, stamp: tuple[int, int], digest: str, curve: EpsCurve, origin: object
+) -> str | None:
     """Write the cache file atomically; the error message when it cannot be written."""
     payload: dict[str, Any] = {
         "format": _CACHE_FORMAT,
         "checkpoint": list(stamp),
+        # The checkpoint's own record of its trial: a later report need not load it to check.
+        "origin_started": origin if isinstance(origin, str) else None,
         "epoch": curve.epoch,
         "data": digest,
         "n_images": curve.n_images,

@@ -77,7 +77,10 @@ def param_importances(
         name: _lower_is_better(i, d)
         for i, (name, d) in enumerate(zip(objectives, directions, strict=True))
     }
-    targets[FRONT_TARGET] = None  # Optuna ranks by non-domination, then hypervolume share
+    # Optuna ranks by non-domination, then hypervolume share; when every trial has the same
+    # values that ranking is its arbitrary tie-break, so there is nothing to tell apart.
+    if len({tuple(t.values) for t in searched if t.values is not None}) > 1:
+        targets[FRONT_TARGET] = None
     result: dict[str, dict[str, float]] = {}
     for name, target in targets.items():
         if progress is not None:
@@ -91,6 +94,7 @@ def param_importances(
         result[name] = (
             {} if total <= 0 else {k: v / total for k, v in sorted(raw.items(), key=_by_share)}
         )
+    result.setdefault(FRONT_TARGET, {})
     return Importances(result, len(searched))
 
 

@@ -124,6 +124,27 @@ def render_report(
     return page
 
 
+def check_report_path(out: Path) -> None:
+    """Refuse, before any work, a report path that :func:`write_report` could not write.
+
+    ``out``'s folder may not exist yet (it is made), but its nearest existing ancestor must be
+    a writable folder, and ``out`` itself must not be a folder.
+
+    Raises:
+        StorageError: ``out`` cannot be written.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise StorageError(f"cannot write {out}: it is a folder; name the HTML file")
+    place = out.parent.absolute()
+    while not place.exists():
+        place = place.parent
+    if not place.is_dir():
+        raise StorageError(f"cannot write {out}: {place} is not a folder")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise StorageError(f"cannot write {out}: {place} is read-only")
+
+
 def write_report(
     data: StudyData,
     out: Path,
@@ -179,6 +200,9 @@ def _curves(data: StudyData, test: CheckpointCurves | None) -> tuple[dict[int, E
     if test.missing:
         missing = ", ".join(f"#{n}" for n in sorted(test.missing))
         source += f"; {missing}: no checkpoint, {val_source}"
+    if test.foreign:
+        foreign = ", ".join(f"#{n}" for n in sorted(test.foreign))
+        source += f"; {foreign}: another study's checkpoint, {val_source}"
     return curves, source
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import datetime
 import math
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from advhpo._errors import AdvhpoError, ConfigError
-from advhpo.search import StudySettings, stored_settings
+from advhpo.search import StudySettings, accuracy_front, stored_settings
 
 # Trial user attributes written by the workers. Spelled out rather than imported so that a
 # report still reads studies written by older or newer workers that lack some of them.
@@ -95,35 +94,6 @@ def curve_trials(data: StudyData) -> list[FrozenTrial]:
     return [*data.front, *(t for t in data.baselines if t.number not in numbers)]
 
 
-def accuracy_front(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials whose (clean, FGSM) accuracy no other trial dominates, by trial number.
-
-    A trial is dominated by one at least as good on both accuracies and better on one; equal
-    points are all kept, as in Optuna's ``best_trials``. O(n log n).
-
-    Args:
-        trials: Completed trials; ``values[0]`` is clean and ``values[1]`` FGSM accuracy.
-    """
-    ranked = sorted(
-        (t for t in trials if t.values is not None),
-        key=lambda t: (-_values(t)[0], -_values(t)[1]),
-    )
-    best: list[FrozenTrial] = []
-    top_fgsm = -math.inf  # best FGSM accuracy among strictly higher clean accuracies
-    i = 0
-    while i < len(ranked):
-        clean = _values(ranked[i])[0]
-        j = i
-        while j < len(ranked) and _values(ranked[j])[0] == clean:
-            j += 1
-        group_top = _values(ranked[i])[1]  # sorted descending within equal clean accuracy
-        if group_top > top_fgsm:
-            best.extend(t for t in ranked[i:j] if _values(t)[1] == group_top)
-            top_fgsm = group_top
-        i = j
-    return sorted(best, key=lambda t: t.number)
-
-
 _STATE_ORDER = ("COMPLETE", "EARLY_STOPPED", "PRUNED", "FAIL", "RUNNING", "WAITING")
 _NEVER = datetime.datetime.max
 
@@ -140,9 +110,3 @@ def _describe(states: Counter[str]) -> str:
 
 def _completion_key(trial: FrozenTrial) -> tuple[datetime.datetime, int]:
     return (trial.datetime_complete or trial.datetime_start or _NEVER, trial.number)
-
-
-def _values(trial: FrozenTrial) -> list[float]:
-    values: list[float] | None = trial.values  # FrozenTrial.values is untyped
-    assert values is not None
-    return values

@@ -31,6 +31,7 @@ from advhpo.objectives._ensemble import (
     StackedEnsemble,
     ensemble_strategy,
     make_ensemble_trainer,
+    restore_ensemble_trainer,
 )
 from advhpo.objectives._evaluate import MeanLogits, eps_curves, evaluate, vote, vote_scores
 from advhpo.objectives._fidelity import Fidelity
@@ -94,6 +95,7 @@ __all__ = [
     "reproduce_thesis",
     "resolve_data_dir",
     "resolve_device",
+    "restore_ensemble_trainer",
     "run_trial",
     "save_ensemble",
     "stepped_schedule",

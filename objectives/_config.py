@@ -274,8 +274,9 @@ class TrialConfig:
         net["blocks"] = tuple(tuple(b) for b in net["blocks"])
         net["padding"] = tuple(net["padding"])
         net["dense"] = tuple(net["dense"])
-        data["eps_grid"] = tuple(data.get("eps_grid", ()))
-        data["gen_ratio_schedule"] = tuple(data.get("gen_ratio_schedule", ()))
+        for key in ("eps_grid", "gen_ratio_schedule"):  # absent: the field's default
+            if key in data:
+                data[key] = tuple(data[key])
         try:
             return cls(net=NetConfig(**net), **data)
         except TypeError as e:
@@ -288,7 +289,12 @@ def default_eval_eps(dataset: str) -> float:
 
 
 def eps_curve_grid(eps: float) -> tuple[float, ...]:
-    """Eleven radii from 0 to ``2 * eps``: the span of the thesis's accuracy-vs-eps figures."""
+    """Eleven radii from 0 to ``2 * eps``, the span of the thesis's accuracy-vs-eps figures,
+    capped at 1 (the whole pixel range: a radius above it is no stronger); ``(0.0,)`` for 0."""
+    if eps <= 0.0:
+        return (0.0,)
+    if 2 * eps > 1.0:
+        return tuple(round(i / 10, 6) for i in range(11))
     return tuple(round(eps * i / 5, 6) for i in range(11))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import os
 import pickle
 import shutil
@@ -485,7 +486,7 @@ def _download(name: str, root: Path, offline: bool, expected: str) -> None:
     # Into a private folder first, moved into place only once complete: a download cut off
     # (no network, Ctrl-C) leaves no partial file for the next run to report as corrupt, and
     # two processes downloading into one cache never delete each other's files.
-    made_root = not root.exists()
+    made = list(itertools.takewhile(lambda p: not p.exists(), (root, *root.parents)))
     root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_downloads(root)
     tmp = Path(tempfile.mkdtemp(prefix=_DOWNLOAD_PREFIX, dir=root))
@@ -506,9 +507,10 @@ def _download(name: str, root: Path, offline: bool, expected: str) -> None:
         ) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if made_root:
-            with contextlib.suppress(OSError):  # only if the download left it empty
-                root.rmdir()
+        # The folders made for it, deepest first, as far as the download left them empty.
+        with contextlib.suppress(OSError):
+            for folder in made:
+                folder.rmdir()
 
 
 # What torchvision's download leaves that the loaders read, relative to its root.

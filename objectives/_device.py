@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from typing import Any
 
 import torch
 
@@ -18,6 +19,31 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 32 * 1024 * 1024  # bytes; glibc's upper bound for this setting
 _TRIM_THRESHOLD = 64 * 1024**3  # bytes; effectively never give freed heap back
+
+
+def restore_generator(generator: torch.Generator, state: torch.Tensor, reseed: int) -> None:
+    """Restore ``generator`` from a state saved on any device.
+
+    A CUDA generator's state (Philox) fits no CPU generator (Mersenne Twister), nor the reverse:
+    a trial checkpointed on a GPU and resumed on the CPU, or the other way, reseeds it with
+    ``reseed`` instead. What it drives (attacks' random starts) is then the one thing such a
+    resume does not continue exactly.
+    """
+    try:
+        generator.set_state(state)
+    except RuntimeError:
+        generator.manual_seed(reseed)
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
+    """Restore a loss scaler from a state saved on any device.
+
+    A disabled scaler (fp32 or bf16 training) saves an empty state, which an enabled one (fp16
+    on a GPU) refuses: resumed there, it starts from a fresh scale. An enabled scaler's state
+    loaded into a disabled one is ignored by torch.
+    """
+    if state:
+        scaler.load_state_dict(state)
 
 
 def resolve_device(spec: str) -> torch.device:

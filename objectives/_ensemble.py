@@ -21,14 +21,15 @@ from torch.func import functional_call, stack_module_state, vmap
 from advhpo.objectives._attacks import fgsm, fgsm_rs
 from advhpo.objectives._config import TrialConfig
 from advhpo.objectives._data import ImageSet
-from advhpo.objectives._device import amp_dtype
-from advhpo.objectives._net import make_net
+from advhpo.objectives._device import amp_dtype, restore_generator, restore_scaler
+from advhpo.objectives._net import make_net, make_net_for_loading
 from advhpo.objectives._training import (
     CHECK_EVERY,
     MemberTrainer,
     PollFn,
     PrivateRng,
     check_finite,
+    resume_seed,
     to_float_batch,
 )
 
@@ -64,6 +65,20 @@ def ensemble_strategy(cfg: TrialConfig, device: torch.device) -> Strategy:
     if device.type == "cuda" and cfg.ensemble > 1 and cfg.adv_method != "generator":
         return "stacked"
     return "loop"
+
+
+def restore_ensemble_trainer(
+    cfg: TrialConfig, device: torch.device, state: dict[str, Any]
+) -> EnsembleTrainer:
+    """The trainer a checkpoint's ``state`` (its ``state_dict()``) was saved from, on ``device``.
+
+    The checkpoint's strategy is kept, whatever ``device`` would choose: a trial stacked on a
+    GPU and resumed on the CPU goes on stacked (slower there, the same members), since one
+    strategy's state does not load into the other.
+    """
+    trainer = make_ensemble_trainer(cfg, device, strategy=state.get("strategy"))
+    trainer.load_state_dict(state)
+    return trainer
 
 
 def make_ensemble_trainer(
@@ -238,7 +253,7 @@ class StackedEnsemble:
         """The members as separate networks (copies of the current weights)."""
         nets: list[nn.Module] = []
         for k in range(self.size):
-            net = make_net(self.cfg.net).to(self.device)
+            net = make_net_for_loading(self.cfg.net).to(self.device)
             net.load_state_dict({n: p[k].detach() for n, p in self.params.items()})
             nets.append(net)
         return nets
@@ -266,8 +281,10 @@ class StackedEnsemble:
             for n, p in self.params.items():
                 p.copy_(state["params"][n])
         self.opt.load_state_dict(state["opt"])
-        self.scaler.load_state_dict(state["scaler"])
+        restore_scaler(self.scaler, state["scaler"])
         for g, s in zip(self._orders, state["orders"], strict=True):
             g.set_state(s)
-        self._attack_rng.set_state(state["attack_rng"])
+        restore_generator(
+            self._attack_rng, state["attack_rng"], resume_seed(self.cfg.seed, self.epoch)
+        )
         self._rng.load_state_dict(state["rng"])

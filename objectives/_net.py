@@ -133,6 +133,13 @@ def make_net(cfg: NetConfig) -> nn.Sequential:
     return net
 
 
+def make_net_for_loading(cfg: NetConfig) -> nn.Sequential:
+    """:func:`make_net` without drawing from the caller's global RNG: its initial weights are
+    about to be replaced by loaded ones."""
+    with torch.random.fork_rng(devices=[]):
+        return make_net(cfg)
+
+
 def stated_order(net: nn.Sequential) -> nn.Sequential:
     """A copy of ``net`` with each conv block's last ReLU back in front of its max-pool.
 

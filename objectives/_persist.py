@@ -17,7 +17,7 @@ from torch import nn
 from advhpo._errors import ConfigError, DataError
 from advhpo.objectives._config import TrialConfig
 from advhpo.objectives._evaluate import MeanLogits
-from advhpo.objectives._net import make_net
+from advhpo.objectives._net import make_net_for_loading
 
 _FORMAT = 1  # bump when the directory layout changes
 _MEMBER = re.compile(r"member_\d+\.pt")
@@ -121,7 +121,7 @@ def load_ensemble(path: str | os.PathLike[str], device: torch.device | str = "cp
     members = []
     for k in range(n):
         file = root / f"member_{k}.pt"
-        net = make_net(cfg.net)
+        net = make_net_for_loading(cfg.net)
         try:
             net.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
         except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:

@@ -16,7 +16,7 @@ from advhpo._errors import DivergenceError
 from advhpo.objectives._attacks import fgsm, fgsm_rs
 from advhpo.objectives._config import TrialConfig
 from advhpo.objectives._data import ImageSet
-from advhpo.objectives._device import amp_dtype, memory_format
+from advhpo.objectives._device import amp_dtype, memory_format, restore_generator, restore_scaler
 from advhpo.objectives._generator import PerturbationGenerator, generator_loss, input_gradient
 from advhpo.objectives._net import make_net
 
@@ -44,6 +44,12 @@ def check_finite(losses: Tensor, *, epoch: int, step: int, first_member: int, lr
                 f"training diverged: loss became {value} in epoch {epoch}, step {step + 1} "
                 f"of member {first_member + k} (lr={lr:g}); try a smaller learning rate"
             )
+
+
+def resume_seed(seed: int, epoch: int) -> int:
+    """A seed for an attack generator whose saved state came from another device's generator;
+    the prime stride keeps it off the other members' seeds (seed + k)."""
+    return seed + 1_000_003 * (epoch + 1)
 
 
 def to_float_batch(images: Tensor, device: torch.device) -> Tensor:
@@ -303,9 +309,9 @@ class MemberTrainer:
         self.history = list(state["history"])
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
-        self.scaler.load_state_dict(state["scaler"])
-        self._order_rng.set_state(state["order_rng"])
-        self._attack_rng.set_state(state["attack_rng"])
+        restore_scaler(self.scaler, state["scaler"])
+        self._order_rng.set_state(state["order_rng"])  # a CPU generator on every device
+        restore_generator(self._attack_rng, state["attack_rng"], resume_seed(self.seed, self.epoch))
         self._rng.load_state_dict(state["rng"])
         if self.gen is not None and self.gen_opt is not None:
             self.gen.load_state_dict(state["gen"])

@@ -22,6 +22,7 @@ from advhpo.search._fail_reason import (
 )
 from advhpo.search._front import (
     MASKING_GAP,
+    accuracy_front,
     completed,
     format_params,
     front,
@@ -32,6 +33,7 @@ from advhpo.search._front import (
 from advhpo.search._launch import (
     Placement,
     RunOptions,
+    StudyInterrupted,
     create_or_check_study,
     place_workers,
     run_workers,
@@ -53,7 +55,7 @@ from advhpo.search._settings import (
     settings_dict,
     stored_settings,
 )
-from advhpo.search._slot import SlotLease
+from advhpo.search._slot import SlotLease, live_workers
 from advhpo.search._space import (
     BASELINE_ATTR,
     DEFAULT_SPACE,
@@ -87,8 +89,10 @@ __all__ = [
     "Placement",
     "RunOptions",
     "SlotLease",
+    "StudyInterrupted",
     "StudySettings",
     "WorkerSpec",
+    "accuracy_front",
     "baseline_params",
     "budget_counts",
     "capture_sampler_state",
@@ -107,6 +111,7 @@ __all__ = [
     "front_points",
     "host_name",
     "hypervolume",
+    "live_workers",
     "load_sampler_state",
     "load_space_file",
     "make_sampler",

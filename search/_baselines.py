@@ -27,10 +27,10 @@ def baseline_params(settings: StudySettings) -> dict[str, dict[str, Any]]:
     space = resolve_space(settings.dataset, settings.space)
     preset = f"thesis-{settings.dataset}"
     common = {
-        "layers": space["layers"]["low"],
+        "layers": _lowest(space["layers"]),
         "dropout": 0.25,
         "lr": 0.01,
-        "weight_decay": space["weight_decay"]["low"],
+        "weight_decay": _lowest(space["weight_decay"]),
         "ensemble": 1,
     }
     recipes = {
@@ -67,6 +67,10 @@ def enqueue_baselines(study: optuna.Study, settings: StudySettings) -> int:
             study.enqueue_trial(params, user_attrs={BASELINE_ATTR: name})
             added += 1
     return added
+
+
+def _lowest(spec: dict[str, Any]) -> Any:
+    return min(spec["choices"]) if "choices" in spec else spec["low"]
 
 
 def _contains(spec: dict[str, Any], value: Any) -> bool:

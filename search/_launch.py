@@ -26,6 +26,7 @@ from advhpo.search._settings import (
     check_compatible,
 )
 from advhpo.search._worker import WorkerSpec, worker_main
+from advhpo.storage import INTERRUPTED_ATTR
 
 _POLL_SECONDS = 1.0
 
@@ -162,6 +163,19 @@ class RunOptions:
     grace_period: int = 60
 
 
+class StudyInterrupted(Exception):
+    """The launcher was told to stop (Ctrl-C, SIGTERM): its workers checkpointed their trials,
+    which are queued again, and exited before the budget was met.
+
+    Attributes:
+        signum: The first signal received.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
 LineFn = Callable[[str], None]
 StatusFn = Callable[[int, int, int, float], None]  # done, budget, front size, hypervolume
 
@@ -183,6 +197,9 @@ def run_workers(
 
     Ctrl-C (SIGINT) or SIGTERM is passed on to the workers, which stop after checkpointing;
     a second one kills them at once.
+
+    Raises:
+        StudyInterrupted: Once the workers have exited, if a signal stopped them.
     """
     deadline = time.time() + options.timeout if options.timeout else None
     ctx = multiprocessing.get_context("spawn")
@@ -207,13 +224,13 @@ def run_workers(
             p.start()
         procs.append(p)
 
-    interrupts = [0]
+    interrupts: list[int] = []  # the signals received
 
     def forward(signum: int, frame: object) -> None:
-        interrupts[0] += 1
+        interrupts.append(signum)
         for p in procs:
             if p.pid is not None and p.is_alive():
-                os.kill(p.pid, signal.SIGKILL if interrupts[0] > 1 else signal.SIGTERM)
+                os.kill(p.pid, signal.SIGKILL if len(interrupts) > 1 else signal.SIGTERM)
         log("stopping: running trials checkpoint and stop (again to kill them now)")
 
     old_int = signal.signal(signal.SIGINT, forward)
@@ -230,6 +247,8 @@ def run_workers(
         signal.signal(signal.SIGTERM, old_term)
         for p in procs:
             p.join()
+    if interrupts:
+        raise StudyInterrupted(interrupts[0])
     return {i: int(p.exitcode or 0) for i, p in enumerate(procs) if p.exitcode != 0}
 
 
@@ -279,6 +298,8 @@ def _report(
                 + format_params(t.params)
                 + (f"  (resumed from epoch {resumed})" if resumed else "")
             )
+        elif t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR):
+            log(f"trial {t.number} interrupted: checkpointed and queued again for resume")
         elif t.state == TrialState.FAIL:
             log(f"trial {t.number} failed: {fail_reason(t)}")
         elif stopped_early(t):

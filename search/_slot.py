@@ -21,9 +21,12 @@ from typing import TYPE_CHECKING, Any
 from advhpo._errors import AdvhpoError
 
 if TYPE_CHECKING:
+    import optuna
+
     from advhpo.storage import ResilientRDBStorage
 
-_KEY = "advhpo:slot_lease:{host}:{slot}"
+_PREFIX = "advhpo:slot_lease:"
+_KEY = _PREFIX + "{host}:{slot}"
 _MAX_SLOTS = 1000  # leases tried before giving up: more live launchers on one host is a bug
 _JOIN_SECONDS = 2.0  # an exiting worker waits this long for a renewal stuck in an outage
 
@@ -153,6 +156,29 @@ class SlotLease:
         if self._thread is not None:
             self._thread.join(timeout=_JOIN_SECONDS)
             self._thread = None
+
+
+def live_workers(study: optuna.Study) -> list[str]:
+    """``host:pid`` of every worker of the study holding a lease it renewed in its grace period.
+
+    Idle workers (waiting for budget) hold one too, and a worker killed outright stops
+    renewing, so this tells who is alive better than the study's RUNNING trials do. The
+    renewal times come from each worker's clock: hosts' clocks far apart (beyond a grace
+    period) misjudge each other's workers.
+    """
+    now = time.time()
+    live = set()
+    for key, lease in study._storage.get_study_system_attrs(study._study_id).items():
+        if not key.startswith(_PREFIX) or not isinstance(lease, dict):
+            continue  # not a lease, or one released
+        try:
+            fresh = now - float(lease["renewed"]) <= float(lease["stale_after"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if fresh:
+            host = key[len(_PREFIX) :].rsplit(":", 1)[0]  # slots hold no ":"; host names may
+            live.add(f"{host}:{lease.get('pid')}")
+    return sorted(live)
 
 
 def _this_process() -> dict[str, Any]:

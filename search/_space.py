@@ -54,7 +54,7 @@ def load_space_file(path: Path) -> dict[str, ParamSpec]:
     """
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: not a readable TOML search space ({e})") from e
     return data
 
@@ -70,10 +70,7 @@ def _check_domain(dataset: str, name: str, spec: ParamSpec) -> None:
     so the bounds live in one place (:class:`TrialConfig`, :class:`NetConfig`), and a net
     too deep for the image is caught here rather than as every deep trial failing later.
     """
-    base = {
-        k: v["choices"][0] if "choices" in v else v["low"]
-        for k, v in DEFAULT_SPACE[dataset].items()
-    }
+    base = _default_values(dataset)
     if name == "adv_eps":  # probed undefended: a range may start at 0 (never sampled exactly)
         base["adv_method"] = "none"
     values = list(spec["choices"]) if "choices" in spec else [spec["low"], spec["high"]]
@@ -86,6 +83,35 @@ def _check_domain(dataset: str, name: str, spec: ParamSpec) -> None:
             raise ConfigError(f"search parameter {name!r}: {e}") from e
     if spec.get("log") and "low" in spec and spec["low"] <= 0:
         raise ConfigError(f"search parameter {name!r}: a log range needs low > 0")
+
+
+def _default_values(dataset: str) -> dict[str, Any]:
+    return {
+        k: v["choices"][0] if "choices" in v else v["low"]
+        for k, v in DEFAULT_SPACE[dataset].items()
+    }
+
+
+def _check_adversarial(dataset: str, space: dict[str, ParamSpec]) -> None:
+    """Refuse an ``adv_eps`` that the adversarial methods searched beside it cannot train with.
+
+    :func:`_check_domain` probes ``adv_eps`` undefended, one parameter at a time, so
+    ``choices = [0.0]`` (or ``low = high = 0``) beside ``fgsm`` would pass, and every
+    adversarial trial would then fail. A range starting at 0 is fine: 0 is never sampled.
+    """
+    methods = [m for m in space["adv_method"].get("choices", ()) if m != "none"]
+    spec = space["adv_eps"]
+    if "choices" in spec:
+        radii = list(spec["choices"])
+    else:
+        radii = [v for v in (spec["low"], spec["high"]) if v > 0] or [spec["high"]]
+    base = _default_values(dataset)
+    for method in methods:
+        for eps in radii:
+            try:
+                _config(dataset, {**base, "adv_method": method, "adv_eps": eps})
+            except (ConfigError, TypeError, ValueError) as e:
+                raise ConfigError(f"search parameter 'adv_eps': {e}") from e
 
 
 def _check_shape(name: str, spec: Any) -> None:
@@ -133,6 +159,7 @@ def resolve_space(dataset: str, overrides: dict[str, ParamSpec] | None) -> dict[
             # sampled as an integer, 0 or 1 and nothing between.
             spec["low"], spec["high"] = float(spec["low"]), float(spec["high"])
         space[name] = spec
+    _check_adversarial(dataset, space)
     return space
 
 

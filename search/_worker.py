@@ -408,7 +408,7 @@ class _Objective:
             self.storage.judge_lost(trial._trial_id)
 
     def _attempt(self, trial: optuna.Trial) -> tuple[float, ...]:
-        from advhpo.objectives import make_ensemble_trainer, run_trial
+        from advhpo.objectives import make_ensemble_trainer, restore_ensemble_trainer, run_trial
 
         # Other workers judge this trial lost by our grace period, not theirs: our heartbeats
         # come every grace/6 s, which a host with a shorter one would take for silence.
@@ -428,7 +428,6 @@ class _Objective:
         cfg = suggest_config(trial, self.settings)
         key = original_trial_number(trial)
         origin = _origin_started(trial, key)
-        trainer = make_ensemble_trainer(cfg, self.device)
         saved = self.store.load(self.spec.study_name, key)
         # Training seconds of earlier attempts, so a resumed trial's cost is its full cost.
         prior_seconds = 0.0
@@ -442,10 +441,13 @@ class _Objective:
             and saved[1].get("config") == cfg.to_dict()
             and saved[1].get("origin_started") == origin
         ):
-            trainer.load_state_dict(saved[1]["trainer"])
+            # In the checkpoint's own strategy: the attempt before may have run on a GPU.
+            trainer = restore_ensemble_trainer(cfg, self.device, saved[1]["trainer"])
             prior_seconds = float(saved[1].get("train_seconds", 0.0))
             epoch_values = list(saved[1].get("epoch_values", []))
             trial.set_user_attr("resumed_from_epoch", saved[0])
+        else:
+            trainer = make_ensemble_trainer(cfg, self.device)
 
         def on_epoch(end: EpochEnd, trainer: EnsembleTrainer) -> None:
             if end.scores is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,9 @@ _FORMAT = 1  # bump when the checkpoint payload changes
 _DEFAULT_ARTIFACT_DIR = "advhpo-artifacts"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 64  # characters of the readable part; the hash keeps longer names distinct
+# A save's temporary file older than this is a killed save's (SIGKILL, a second Ctrl-C, a
+# power cut: nothing cleaned up); a live save writes for seconds.
+_ABANDONED_SECONDS = 3600
 
 
 def default_artifact_dir(url: str) -> Path:
@@ -119,6 +124,7 @@ class CheckpointStore:
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
+        _remove_abandoned(target)
         return target
 
     def load(self, study_name: str, key: int) -> tuple[int, dict[str, Any]] | None:
@@ -166,6 +172,15 @@ class CheckpointStore:
             raise StorageError(f"cannot remove checkpoint {file}: {e.strerror or e}") from e
         # The study directory stays even when empty: removing it could race with another
         # worker's save between its mkdir and its temporary file.
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Delete the temporary files that killed saves of ``target`` left (each as large as it)."""
+    now = time.time()
+    for stale in target.parent.glob(f".{target.stem}.*.tmp"):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to delete
+            if now - stale.stat().st_mtime > _ABANDONED_SECONDS:
+                stale.unlink()
 
 
 def _study_dir(study_name: str) -> str:

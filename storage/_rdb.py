@@ -127,6 +127,8 @@ def open_storage(
             optuna.exceptions.StorageInternalError,
             ImportError,  # the driver module (e.g. psycopg2) is not installed
             RuntimeError,  # Optuna's schema version check
+            TypeError,  # a URL query option the driver's connect() does not take
+            ValueError,  # one it takes, with a value it cannot parse
         ) as e:
             if attempt + 1 < _INIT_ATTEMPTS and _is_creation_race(e):
                 time.sleep(random.uniform(0.05, 0.2) * 2**attempt)

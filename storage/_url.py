@@ -101,6 +101,14 @@ def check_url(url: str) -> URL:
                 f"unsupported storage URL {mask_url(url)}: SQLite URI filenames are not "
                 "supported; use a plain path, e.g. sqlite:///advhpo.db"
             )
+        if parsed.query:
+            # pysqlite would take them as connect arguments beside the busy timeout advhpo
+            # sets (a bad value failing only once the file exists), or ignore them.
+            raise StorageError(
+                f"unsupported storage URL {mask_url(url)}: SQLite URLs take no query options "
+                f"(got {', '.join(parsed.query)}); advhpo sets the busy timeout and journal "
+                "mode itself"
+            )
     return parsed
 
 

@@ -12,6 +12,9 @@ from advhpo.cli._common import err_console, new_progress, one_line_errors, posit
 from advhpo.cli._study import DataDirOpt, OfflineOpt, QuietOpt, StorageOpt
 
 if TYPE_CHECKING:
+    import datetime
+    from collections.abc import Mapping
+
     from rich.progress import Progress
 
     from advhpo.dashboards import CheckpointCurves, StudyData
@@ -107,19 +110,25 @@ def report(
         import optuna
 
         from advhpo.cli._study import _open_existing
-        from advhpo.dashboards import load_study_data, write_report
+        from advhpo.dashboards import check_report_path, load_study_data, write_report
         from advhpo.storage import mask_url, resolve_storage_url
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        check_report_path(out)  # before minutes of --test measuring, not after
         url = resolve_storage_url(storage)
         bar = new_progress(transient=True)
         bar.disable = quiet or not err_console.is_terminal  # no stray lines in logs
         with bar:
             task = bar.add_task("reading trials", total=None)
-            data = load_study_data(_open_existing(name, url))
+            study = _open_existing(name, url)
+            data = load_study_data(study)
             curves = None
             if test:
-                curves = _measure(data, url, test_subset, data_dir, offline, artifacts, device, bar)
+                # A retry's checkpoint records its original's start; originals may have failed.
+                starts = {t.number: t.datetime_start for t in study.get_trials(deepcopy=False)}
+                curves = _measure(
+                    data, url, test_subset, data_dir, offline, artifacts, device, bar, starts
+                )
             bar.update(task, description="building report")
 
             def progress(step: str, done: int, total: int) -> None:
@@ -146,6 +155,7 @@ def _measure(
     artifacts: Path | None,
     device_spec: str,
     bar: Progress,
+    starts: Mapping[int, datetime.datetime | None],
 ) -> CheckpointCurves:
     """Test-set eps curves of the front and the baselines, under the progress bar ``bar``."""
     from advhpo.dashboards import checkpoint_eps_curves, curve_trials
@@ -163,7 +173,7 @@ def _measure(
 
     try:
         return checkpoint_eps_curves(
-            data.name, curve_trials(data), store, test_set, device, progress=progress
+            data.name, curve_trials(data), store, test_set, device, progress=progress, starts=starts
         )
     finally:
         bar.remove_task(task)
@@ -172,9 +182,18 @@ def _measure(
 def _say_curves(curves: CheckpointCurves) -> None:
     err_console.print(
         f"test-set eps curves: {len(curves.measured)} measured, {len(curves.cached)} cached"
-        + (f", {len(curves.missing)} without a checkpoint" if curves.missing else ""),
+        + (f", {len(curves.missing)} without a checkpoint" if curves.missing else "")
+        + (f", {len(curves.foreign)} with another study's" if curves.foreign else ""),
         highlight=False,
     )
+    if curves.foreign:
+        foreign = ", ".join(f"#{n}" for n in sorted(curves.foreign))
+        err_console.print(
+            f"[bold yellow]warning:[/] the checkpoint file of trial(s) {foreign} belongs to "
+            "another study of this name (made again after a delete, or another database "
+            "sharing --artifacts): the report shows their stored validation curves",
+            highlight=False,
+        )
     if curves.missing:
         missing = ", ".join(f"#{n}" for n in sorted(curves.missing))
         err_console.print(

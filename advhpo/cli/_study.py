@@ -59,10 +59,20 @@ TimeoutOpt = Annotated[
     typer.Option(callback=positive_seconds, help="Start no new trial after this many seconds."),
 ]
 QuietOpt = Annotated[bool, typer.Option(help="No progress bar or per-trial lines.")]
+
+
+def _grace_seconds(value: int) -> int:
+    # The heartbeat comes every grace/6 s, at least every second: a grace of one second would
+    # judge a healthy trial lost between two heartbeats.
+    if value < 2:
+        raise typer.BadParameter(f"must be >= 2 (seconds), got {value}")
+    return value
+
+
 GraceOpt = Annotated[
     int,
     typer.Option(
-        callback=positive_int,
+        callback=_grace_seconds,
         help="Seconds without a heartbeat (sent every grace/6 s) before a trial of these "
         "workers counts as lost and is retried from its checkpoint; stored on each trial, so "
         "every host judges it by this.",
@@ -257,7 +267,14 @@ def _run(
 
     from advhpo._errors import ConfigError
     from advhpo.objectives import load_raw
-    from advhpo.search import RunOptions, create_or_check_study, place_workers, stored_settings
+    from advhpo.search import (
+        RunOptions,
+        StudyInterrupted,
+        baseline_params,
+        create_or_check_study,
+        place_workers,
+        stored_settings,
+    )
     from advhpo.storage import (
         CheckpointStore,
         check_url,
@@ -270,6 +287,8 @@ def _run(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
     url = resolve_storage_url(storage_url)
     check_url(url)
+    if baselines:
+        baseline_params(settings)  # a space without the thesis's values: before any file
     placements = None
     if not create_only:
         # Bad devices and missing data must fail before any database file or study is created.
@@ -304,10 +323,22 @@ def _run(
             f"study {name} on {mask_url(url)}: {settings.budget} trials, "
             f"{len(options.placements)} worker(s) on {options.placements[0].device}"
         )
-    failed = _with_progress(name, settings.budget, options, rdb, quiet)
+    interrupted: StudyInterrupted | None = None
+    try:
+        failed = _with_progress(name, settings.budget, options, rdb, quiet)
+    except StudyInterrupted as e:
+        interrupted, failed = e, {}
     study = _load(name, rdb)
     if not quiet:
         _print_front(study)
+    if interrupted is not None:
+        # Not a success: the budget is unmet (scripts, `&&` chains and supervisors must see
+        # it); 128 + the signal, as a shell reports a process it stopped.
+        err_console.print(
+            f"interrupted ({interrupted}): running trials were "
+            f"checkpointed and queued again; `advhpo resume {name}` continues the study"
+        )
+        raise typer.Exit(128 + interrupted.signum)
     if failed:
         codes = ", ".join(f"worker {i}: exit code {code}" for i, code in failed.items())
         err_console.print(f"[bold red]error:[/] {len(failed)} worker(s) failed ({codes})")
@@ -351,6 +382,7 @@ def status(
             budget_counts,
             front_points,
             hypervolume,
+            live_workers,
             settings_dict,
             stored_settings,
         )
@@ -361,7 +393,6 @@ def status(
         states = {s.name: sum(t.state == s for t in trials) for s in TrialState}
         spent = budget_counts(study)[0]
         points = front_points(study)
-        running = [t for t in trials if t.state == TrialState.RUNNING]
         report: dict[str, Any] = {
             "study": name,
             "budget": settings.budget,
@@ -371,9 +402,7 @@ def status(
             "hypervolume": hypervolume(points),
             "best_clean_acc": max((p[0] for p in points), default=None),
             "best_fgsm_acc": max((p[1] for p in points), default=None),
-            "live_workers": sorted(
-                {f"{t.user_attrs.get('host')}:{t.user_attrs.get('worker_pid')}" for t in running}
-            ),
+            "live_workers": live_workers(study),
             "settings": settings_dict(settings),
         }
         if as_json:
@@ -481,9 +510,11 @@ def _print_front(study: optuna.Study) -> None:
     if not best:
         Console().print(f"study {study.study_name}: no completed trial yet")
         return
+    cost = len(study.directions) > 2  # a --cost study: show what each front trial cost
     table = Table(title=f"Pareto front of {study.study_name} (validation split)")
-    for col in ("trial", "clean", "fgsm", "pgd", "masking?", "params"):
+    for col in ("trial", "clean", "fgsm", "pgd", *(("train s",) if cost else ()), "masking?"):
         table.add_column(col)
+    table.add_column("params")
     for t in best:
         assert t.values is not None
         pgd = t.user_attrs.get("pgd_acc")
@@ -492,6 +523,7 @@ def _print_front(study: optuna.Study) -> None:
             f"{t.values[0]:.4f}",
             f"{t.values[1]:.4f}",
             "-" if pgd is None else f"{pgd:.4f}",
+            *((f"{t.values[2]:.0f}",) if cost else ()),
             "yes" if masking_flag(t) else "",
             format_params(t.params),
         )

@@ -186,7 +186,8 @@ def train(
             eval_eps=default_eps if eval_eps is None else eval_eps,
             eval_split=eval_split.value,
             eval_subset=eval_subset,
-            eps_grid=eps_curve_grid(default_eps),
+            # Around the radius scored, as a study's trials have it.
+            eps_grid=eps_curve_grid(default_eps if eval_eps is None else eval_eps),
             pgd_steps=pgd_steps,
         )
         dev = resolve_device(device)

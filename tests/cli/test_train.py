@@ -105,6 +105,23 @@ def test_the_generator_method_takes_its_input_from_the_command_line(
     assert code == 0 and json.loads(out)["config"]["gen_input"] == "gradient"
 
 
+@pytest.mark.parametrize(("eval_eps", "top"), [("0.2", 0.4), ("0.7", 1.0)])
+def test_the_eps_curve_spans_the_radius_scored(
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_splits: DatasetSplits,
+    run_cli: CliRun,
+    eval_eps: str,
+    top: float,
+) -> None:
+    monkeypatch.setattr(advhpo.objectives, "load_splits", lambda *a, **k: tiny_splits)
+    argv = ["train", "--dataset", "mnist", "--layers", "1", "--epochs", "1", "--pgd-steps", "1"]
+    code, out, err = run_cli([*argv, "--eval-eps", eval_eps, "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["config"]["eps_grid"][-1] == top
+    assert max(result["eps_curve"]["eps"]) == top
+
+
 def test_val_fraction_zero_trains_on_the_whole_training_set_for_a_test_score(
     monkeypatch: pytest.MonkeyPatch, tiny_splits: DatasetSplits, run_cli: CliRun
 ) -> None:

@@ -83,6 +83,13 @@ def test_report_on_a_bad_storage_or_study_is_one_line(
     assert not (tmp_path / "none.db").exists()
 
 
+def _report_test(url: str, name: str, out: Path, mnist_dir: Path, checkpoint: Any) -> list[str]:
+    """``advhpo report --test`` of study ``name`` against the tiny checkpoint's artifacts."""
+    return ["report", name, "--storage", url, "--out", str(out), "--test",
+            "--test-subset", "32", "--data-dir", str(mnist_dir), "--offline",
+            "--artifacts", str(checkpoint.store.root), "--device", "cpu"]  # fmt: skip
+
+
 def test_report_test_measures_once_then_reads_the_cache(
     sqlite_url: str,
     new_study: Callable[..., optuna.Study],
@@ -95,9 +102,7 @@ def test_report_test_measures_once_then_reads_the_cache(
     # Trial 0 of study "tiny" is the one the checkpoint fixture trained and saved.
     new_study(sqlite_url, tiny_checkpoint.study_name).add_trial(trial_factory(0.9, 0.5))
     out = tmp_path / "report.html"
-    argv = ["report", "tiny", "--storage", sqlite_url, "--out", str(out), "--test",
-            "--test-subset", "32", "--data-dir", str(mnist_dir), "--offline",
-            "--artifacts", str(tiny_checkpoint.store.root), "--device", "cpu"]  # fmt: skip
+    argv = _report_test(sqlite_url, "tiny", out, mnist_dir, tiny_checkpoint)
 
     code, _, err = _run(argv, capsys)
     assert code == 0, err
@@ -107,6 +112,28 @@ def test_report_test_measures_once_then_reads_the_cache(
 
     code, _, err = _run(argv, capsys)
     assert code == 0 and "test-set eps curves: 0 measured, 1 cached" in err
+
+
+def test_report_test_warns_of_another_studys_checkpoint_and_does_not_use_it(
+    sqlite_url: str,
+    new_study: Callable[..., optuna.Study],
+    trial_factory: Callable[..., FrozenTrial],
+    tiny_checkpoint: Any,
+    mnist_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The checkpoint of an earlier study "tiny", deleted since: its trial 0 started in 2020.
+    store, name = tiny_checkpoint.store, tiny_checkpoint.study_name
+    loaded = store.load(name, 0)
+    assert loaded is not None
+    store.save(name, 0, loaded[0], {**loaded[1], "origin_started": "2020-01-01T00:00:00"})
+    new_study(sqlite_url, name).add_trial(trial_factory(0.9, 0.5))
+    argv = _report_test(sqlite_url, name, tmp_path / "r.html", mnist_dir, tiny_checkpoint)
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "test-set eps curves: 0 measured, 0 cached, 1 with another study's" in err
+    assert "warning: the checkpoint file of trial(s) #0 belongs to another study" in err
 
 
 def test_report_test_without_a_checkpoint_warns_and_uses_validation_curves(
@@ -139,6 +166,32 @@ def test_report_test_with_missing_data_offline_is_one_line(
     code, _, err = _run(argv, capsys)
     _one_line_error(code, err)
     assert "offline" in err and not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("where", ["a folder", "under a file"])
+def test_a_report_path_that_cannot_be_written_fails_before_measuring(
+    sqlite_url: str,
+    new_study: Callable[..., optuna.Study],
+    trial_factory: Callable[..., FrozenTrial],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    import advhpo.cli._dashboard as cli
+
+    def measure(*args: object) -> None:
+        raise AssertionError("measured before the path was checked")
+
+    monkeypatch.setattr(cli, "_measure", measure)
+    new_study(sqlite_url, "s").add_trial(trial_factory(0.9, 0.5))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = tmp_path if where == "a folder" else blocker / "r.html"
+    argv = ["report", "s", "--storage", sqlite_url, "--out", str(out), "--test", "--offline"]
+    code, _, err = _run(argv, capsys)
+    _one_line_error(code, err)
+    assert f"cannot write {out}" in err
 
 
 def test_dashboard_on_a_busy_port_is_one_line(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable
 from typing import Any
@@ -126,3 +127,48 @@ def test_an_unwritable_cache_costs_speed_not_the_report(
     first = checkpoint_eps_curves(*args)
     assert first.measured == [0] and len(first.cache_errors) == 1
     assert checkpoint_eps_curves(*args).measured == [0]
+
+
+def _stamp_origin(checkpoint: Any, started: datetime.datetime) -> None:
+    """Re-save the checkpoint as a worker records it: with its trial's first start."""
+    store, name, key = checkpoint.store, checkpoint.study_name, checkpoint.key
+    loaded = store.load(name, key)
+    assert loaded is not None
+    store.save(name, key, loaded[0], {**loaded[1], "origin_started": started.isoformat()})
+
+
+def test_another_studys_checkpoint_under_the_same_name_is_not_measured(
+    tiny_checkpoint: Any, tiny_splits: DatasetSplits, trial_factory: Callable[..., FrozenTrial]
+) -> None:
+    # A study deleted and made again under its name finds the old study's trial-0 file.
+    started = datetime.datetime(2026, 1, 1, 12, 0)
+    _stamp_origin(tiny_checkpoint, started)
+    ours = _numbered(trial_factory(0.9, 0.5), 0)
+    ours.datetime_start = started
+    args = (tiny_checkpoint.study_name, [ours], tiny_checkpoint.store, tiny_splits.test, CPU)
+    assert checkpoint_eps_curves(*args).measured == [0]
+
+    other = _numbered(trial_factory(0.9, 0.5), 0)
+    other.datetime_start = started + datetime.timedelta(days=1)
+    args = (tiny_checkpoint.study_name, [other], tiny_checkpoint.store, tiny_splits.test, CPU)
+    result = checkpoint_eps_curves(*args)  # the cache is the old study's too
+    assert result.foreign == [0] and result.curves == {} and result.cached == []
+    checkpoint = tiny_checkpoint.store.path(tiny_checkpoint.study_name, 0)
+    checkpoint.with_name("trial-0.eps-test.json").unlink()
+    result = checkpoint_eps_curves(*args)
+    assert result.foreign == [0] and result.curves == {} and result.measured == []
+
+
+def test_a_retrys_checkpoint_is_checked_against_its_originals_start(
+    tiny_checkpoint: Any, tiny_splits: DatasetSplits
+) -> None:
+    started = datetime.datetime(2026, 1, 1, 12, 0)
+    _stamp_origin(tiny_checkpoint, started)
+    retry = optuna.trial.create_trial(
+        values=[0.9, 0.5], system_attrs={"failed_trial": 0, "retry_history": [0]}
+    )
+    retry.number = 3
+    args = (tiny_checkpoint.study_name, [retry], tiny_checkpoint.store, tiny_splits.test.head(16))
+    later = started + datetime.timedelta(hours=1)
+    assert checkpoint_eps_curves(*args, CPU, starts={0: later, 3: later}).foreign == [3]
+    assert checkpoint_eps_curves(*args, CPU, starts={0: started, 3: later}).measured == [3]

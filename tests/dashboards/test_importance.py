@@ -90,3 +90,13 @@ def test_a_minimised_cost_objective_gets_its_own_importances(
     )
     shares = imp.by_target["train_seconds"]
     assert max(shares, key=shares.__getitem__) == "weight_decay"
+
+
+def test_trials_that_all_tie_have_no_importances(
+    trial_factory: Callable[..., FrozenTrial],
+) -> None:
+    # Every trial is on the front: which of them "reach" it is only Optuna's tie-break.
+    tied = [trial_factory(0.5, 0.5, params=t.params) for t in _decided_trials(12, trial_factory)]
+    imp = param_importances(tied, OBJECTIVES, MAX2)
+    assert imp.note is None and imp.n_trials == 12
+    assert imp.by_target == {"clean_acc": {}, "fgsm_acc": {}, FRONT_TARGET: {}}

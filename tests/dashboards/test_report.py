@@ -133,6 +133,10 @@ def test_eps_curves_use_test_curves_when_measured(study: optuna.Study) -> None:
     page = render_report(data, test_curves=test)
     assert "test split, 100 images, from the trials' last checkpoints" in page
     assert f"#{other}: no checkpoint, validation split" in page
+    foreign = CheckpointCurves({top: measured}, measured=[top], foreign=[other])
+    assert f"#{other}: another study's checkpoint, validation split" in render_report(
+        data, test_curves=foreign
+    )
 
     def row(number: int) -> str:
         found = re.search(rf"<td>#{number}</td>.*?</tr>", page)

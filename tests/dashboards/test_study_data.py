@@ -1,9 +1,8 @@
-"""Reading a study for pictures: the accuracy front, completion order, what is left out."""
+"""Reading a study for pictures: its front, completion order, what is left out."""
 
 from __future__ import annotations
 
 import datetime
-import random
 from collections.abc import Callable
 
 import optuna
@@ -11,34 +10,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from advhpo._errors import ConfigError
-from advhpo.dashboards import NoCompletedTrialError, accuracy_front, load_study_data
-
-
-def _grid_trials(seed: int, n: int) -> list[FrozenTrial]:
-    # Values on a coarse grid: many ties and exact duplicates, where fronts are easy to get wrong.
-    rng = random.Random(seed)
-    return [
-        optuna.trial.create_trial(values=[rng.randint(0, 6) / 6, rng.randint(0, 6) / 6])
-        for _ in range(n)
-    ]
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_the_accuracy_front_is_optunas_best_trials(seed: int) -> None:
-    study = optuna.create_study(directions=["maximize", "maximize"])
-    study.add_trials(_grid_trials(seed, 60))
-    trials = study.get_trials()
-    assert [t.number for t in accuracy_front(trials)] == sorted(t.number for t in study.best_trials)
-
-
-def test_the_accuracy_front_ignores_a_third_objective() -> None:
-    trials = [
-        optuna.trial.create_trial(values=[0.9, 0.5, 100.0]),
-        optuna.trial.create_trial(values=[0.9, 0.4, 1.0]),  # cheaper, but worse on accuracy
-    ]
-    for i, t in enumerate(trials):
-        t.number = i
-    assert [t.number for t in accuracy_front(trials)] == [0]
+from advhpo.dashboards import NoCompletedTrialError, load_study_data
 
 
 def test_study_data_keeps_completed_trials_in_completion_order(

@@ -13,6 +13,7 @@ from advhpo.objectives import (
     NetConfig,
     TrialConfig,
     count_parameters,
+    eps_curve_grid,
     family_net,
     forward_flops,
     make_net,
@@ -109,6 +110,12 @@ def test_a_ratio_schedule_round_trips_through_json() -> None:
     assert TrialConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
+def test_from_dict_gives_a_missing_field_its_default() -> None:
+    data = TrialConfig(dataset="mnist", net=thesis_mnist()).to_dict()
+    del data["eps_grid"], data["gen_ratio_schedule"]  # a hand-written or older config
+    assert TrialConfig.from_dict(data) == TrialConfig(dataset="mnist", net=thesis_mnist())
+
+
 def test_from_dict_rejects_unknown_keys() -> None:
     data = TrialConfig(dataset="mnist", net=thesis_mnist()).to_dict()
     data["colour"] = "blue"
@@ -164,3 +171,20 @@ def test_the_generator_input_is_checked_and_old_configs_load_as_image() -> None:
     assert TrialConfig.from_dict(data).gen_input == "gradient"
     del data["gen_input"]  # saved before the field existed
     assert TrialConfig.from_dict(data).gen_input == "image"
+
+
+@pytest.mark.parametrize(
+    ("eps", "grid"),
+    [
+        (0.3, (0.0, 0.06, 0.12, 0.18, 0.24, 0.3, 0.36, 0.42, 0.48, 0.54, 0.6)),
+        (0.5, tuple(i / 10 for i in range(11))),
+        # Twice the radius would leave the pixel range, and the config refuses such radii.
+        (0.6, tuple(i / 10 for i in range(11))),
+        (0.0, (0.0,)),
+    ],
+)
+def test_the_eps_curve_grid_spans_twice_the_radius_within_the_pixel_range(
+    eps: float, grid: tuple[float, ...]
+) -> None:
+    assert eps_curve_grid(eps) == pytest.approx(grid)
+    TrialConfig(dataset="mnist", net=thesis_mnist(), eval_eps=eps, eps_grid=eps_curve_grid(eps))

@@ -485,6 +485,19 @@ def test_failed_download_is_a_one_line_data_error(
     assert ("mnist", tmp_path.resolve()) not in _data._CACHE
 
 
+def test_a_failed_download_removes_the_folders_it_made(
+    tmp_path: Path, fake_torchvision: types.SimpleNamespace
+) -> None:
+    def unreachable(**kwargs: object) -> None:
+        raise RuntimeError("no network")
+
+    fake_torchvision.MNIST = unreachable
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DataError):
+        load_raw("mnist", tmp_path / "kept" / "a" / "b" / "c")
+    assert [p.name for p in tmp_path.rglob("*")] == ["kept"]
+
+
 @pytest.mark.parametrize(
     "cut", [ConnectionResetError("connection reset by peer"), KeyboardInterrupt()]
 )

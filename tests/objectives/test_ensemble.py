@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from advhpo.objectives import (
     TrialConfig,
     ensemble_strategy,
     make_ensemble_trainer,
+    restore_ensemble_trainer,
 )
 
 CPU = torch.device("cpu")
@@ -112,6 +114,55 @@ def test_stacked_resume_continues_exactly(tiny_splits: DatasetSplits) -> None:
     resumed.train_epoch(tiny_splits.train)
     for name, p in straight.params.items():
         assert torch.equal(p, resumed.params[name])
+
+
+def test_a_checkpoint_is_restored_in_its_own_strategy(tiny_splits: DatasetSplits) -> None:
+    # Stacked on a GPU, resumed on the CPU, where a new trial would be the loop.
+    cfg = _cfg(adv_method="fgsm_rs", adv_eps=0.1)
+    stacked = StackedEnsemble(cfg, CPU)
+    stacked.train_epoch(tiny_splits.train)
+    restored = restore_ensemble_trainer(cfg, CPU, stacked.state_dict())
+    assert isinstance(restored, StackedEnsemble) and restored.epoch == 1
+    for name, p in stacked.params.items():
+        assert torch.equal(p, restored.params[name])
+    assert isinstance(make_ensemble_trainer(cfg, CPU), LoopEnsemble)
+    loop = LoopEnsemble(cfg, CPU)
+    assert isinstance(restore_ensemble_trainer(cfg, CPU, loop.state_dict()), LoopEnsemble)
+
+
+@pytest.mark.parametrize("strategy", ["loop", "stacked"])
+def test_a_checkpoint_of_another_devices_generators_loads(
+    tiny_splits: DatasetSplits, strategy: str
+) -> None:
+    # What a CUDA checkpoint holds: a 16-byte Philox state where the CPU keeps 5,056 bytes,
+    # and an fp16 loss scaler's state (a disabled scaler saves none).
+    cfg = _cfg(adv_method="fgsm_rs", adv_eps=0.1)
+    trained = make_ensemble_trainer(cfg, CPU, strategy=strategy)  # type: ignore[arg-type]
+    trained.train_epoch(tiny_splits.train)
+    state = trained.state_dict()
+    parts = state["members"] if strategy == "loop" else [state]
+    for part in parts:
+        part["attack_rng"] = torch.zeros(16, dtype=torch.uint8)
+        part["scaler"] = {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                          "growth_interval": 2000, "_growth_tracker": 0}  # fmt: skip
+    # Each from its own copy, as each resume reads the file afresh (the optimiser's buffers
+    # are adopted, not copied).
+    first = restore_ensemble_trainer(cfg, CPU, copy.deepcopy(state))
+    second = restore_ensemble_trainer(cfg, CPU, copy.deepcopy(state))
+    first.train_epoch(tiny_splits.train)
+    second.train_epoch(tiny_splits.train)  # the generators were reseeded alike
+    for a, b in zip(first.models(), second.models(), strict=True):
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            assert torch.equal(pa, pb)
+
+
+def test_an_empty_scaler_state_leaves_an_enabled_scaler_fresh() -> None:
+    # A CPU (disabled) scaler's empty state, resumed on a GPU with fp16 loss scaling.
+    from advhpo.objectives._device import restore_scaler
+
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    restore_scaler(scaler, torch.amp.GradScaler("cpu", enabled=False).state_dict())
+    assert scaler.get_scale() == torch.amp.GradScaler("cpu", enabled=True).get_scale()
 
 
 def test_stacked_divergence_names_the_member(tiny_splits: DatasetSplits) -> None:

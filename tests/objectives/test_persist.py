@@ -34,6 +34,18 @@ def test_a_loaded_ensemble_gives_the_mean_member_logits(tmp_path: Path) -> None:
     torch.testing.assert_close(loaded(x), expected)
 
 
+def test_loading_leaves_the_callers_random_stream_alone(tmp_path: Path) -> None:
+    # Its nets' initial weights are overwritten at once: drawing them would shift the
+    # caller's seeded draws (an experiment loading a model, then sampling).
+    cfg = _cfg()
+    save_ensemble(tmp_path / "ens", cfg, _members(cfg))
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    load_ensemble(tmp_path / "ens")
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
 def test_saving_over_an_existing_ensemble_replaces_it(tmp_path: Path) -> None:
     cfg = _cfg()
     save_ensemble(tmp_path / "ens", cfg, _members(cfg))

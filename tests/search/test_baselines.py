@@ -35,6 +35,12 @@ def test_baselines_are_the_thesis_recipes_inside_the_space() -> None:
     assert cifar["thesis-cifar10-fgsm"]["adv_eps"] == 0.05
 
 
+def test_baselines_take_the_lowest_choice_of_a_listed_space() -> None:
+    space = {"layers": {"choices": [2, 1]}, "weight_decay": {"choices": [1e-4, 0.0]}}
+    recipes = baseline_params(mnist_settings(space=space))
+    assert all(r["layers"] == 1 and r["weight_decay"] == 0.0 for r in recipes.values())
+
+
 def test_a_space_without_the_thesis_values_is_refused() -> None:
     with pytest.raises(ConfigError, match="ensemble=1"):
         baseline_params(mnist_settings(space={"ensemble": {"choices": [3, 5]}}))

@@ -76,3 +76,62 @@ def test_export_command_prints_the_csv(
         main(["export", study.study_name, "--storage", storage_url, "--format", "csv"])
     assert exc.value.code == 0
     assert capsys.readouterr().out == export_text(study, "csv")
+
+
+def test_a_cost_studys_objective_column_holds_the_objective(
+    storage_url: str, study_name: str
+) -> None:
+    settings = StudySettings(dataset="mnist", budget=2, eval_eps=0.3, cost=True)
+    study = create_or_check_study(study_name, open_storage(storage_url), settings)
+    # Told by hand: no train_seconds attribute to fall back on.
+    study.add_trial(optuna.create_trial(values=[0.8, 0.6, 20.0]))
+    # A failed attempt's own training time is an attribute, not an objective value.
+    study.add_trial(optuna.create_trial(
+        state=optuna.trial.TrialState.FAIL, user_attrs={"train_seconds": 3.0},
+    ))  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(export_text(study, "csv"))))
+    assert [r["train_seconds"] for r in rows] == ["20.0", ""]
+    trials = json.loads(export_text(study, "json"))["trials"]
+    assert [t["train_seconds"] for t in trials] == [20.0, None]
+
+
+def test_csv_tells_baselines_early_stopped_and_skipped_trials_apart(
+    storage_url: str, study_name: str
+) -> None:
+    settings = StudySettings(dataset="mnist", budget=2, eval_eps=0.3)
+    study = create_or_check_study(study_name, open_storage(storage_url), settings)
+    pruned = optuna.trial.TrialState.PRUNED
+    study.add_trial(optuna.create_trial(values=[0.9, 0.1], user_attrs={"baseline": "thesis"}))
+    study.add_trial(optuna.create_trial(state=pruned, user_attrs={"early_stopped_at_epoch": 2}))
+    study.add_trial(optuna.create_trial(state=pruned, user_attrs={"skipped": "budget taken"}))
+    rows = list(csv.DictReader(io.StringIO(export_text(study, "csv"))))
+    assert [r["baseline"] for r in rows] == ["thesis", "", ""]
+    assert [r["early_stopped_at_epoch"] for r in rows] == ["", "2", ""]
+    assert [r["skipped"] for r in rows] == ["", "", "budget taken"]
+
+
+def test_json_is_strict_where_an_attribute_is_not_finite(storage_url: str, study_name: str) -> None:
+    settings = StudySettings(dataset="mnist", budget=2, eval_eps=0.3)
+    study = create_or_check_study(study_name, open_storage(storage_url), settings)
+    history = [{"epoch": 1, "loss": float("nan")}, {"epoch": 2, "loss": float("inf")}]
+    study.add_trial(optuna.create_trial(
+        state=optuna.trial.TrialState.FAIL, user_attrs={"epoch_history": history},
+    ))  # fmt: skip
+    text = export_text(study, "json")
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-standard constant {constant}")
+
+    data = json.loads(text, parse_constant=refuse)
+    assert data["trials"][0]["user_attrs"]["epoch_history"] == [
+        {"epoch": 1, "loss": None},
+        {"epoch": 2, "loss": None},
+    ]
+
+
+def test_csv_of_a_study_without_trials_is_its_header(storage_url: str, study_name: str) -> None:
+    settings = StudySettings(dataset="mnist", budget=2, eval_eps=0.3)
+    study = create_or_check_study(study_name, open_storage(storage_url), settings)
+    header = export_text(study, "csv").splitlines()
+    assert len(header) == 1 and header[0].startswith("number,state,clean_acc,fgsm_acc,")
+    assert "fail_reason" in header[0]

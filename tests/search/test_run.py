@@ -280,7 +280,11 @@ def test_ctrl_c_checkpoints_and_resume_finishes_the_study(
     proc = _start(name, url, real_data_dir, artifacts, "--cost")
     _wait_for_checkpoint(artifacts, proc)
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=120)
+    _, err = proc.communicate(timeout=120)
+    # Not a success: the budget is unmet, and a script chaining commands must see it.
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "interrupted (stopped by SIGINT)" in err and f"advhpo resume {name}" in err, err
+    assert "Traceback" not in err, err
     study = optuna.load_study(study_name=name, storage=url)
     states = [t.state for t in study.get_trials()]
     assert TrialState.RUNNING not in states  # nothing left running

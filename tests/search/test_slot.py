@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from advhpo.search import SlotLease, _slot, create_or_check_study
+from advhpo.search import SlotLease, _slot, create_or_check_study, live_workers
 from advhpo.search._slot import _start_time
 from advhpo.storage import open_storage
 from tests.search._factories import mnist_settings
@@ -152,3 +153,29 @@ def test_a_worker_checks_its_lease_before_writing_its_slot_s_state(
     _write_lease(other, other._lease())
     assert not suspended.renew()
     assert suspended.lost
+
+
+def test_live_workers_are_those_renewing_a_lease(
+    make_lease: MakeLease, storage_url: str, study_name: str
+) -> None:
+    # An idle worker holds a lease and no RUNNING trial; a killed one stops renewing.
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    assert live_workers(study) == []
+    first, second = make_lease(0), make_lease(1)
+    first.claim()
+    second.claim()
+    me = f"host-a:{os.getpid()}"
+    assert live_workers(study) == [me]  # both leases are this process's
+    second.release()
+    assert live_workers(study) == [me]
+    first.release()
+    assert live_workers(study) == []
+    # Another host's worker that stopped renewing 61 s ago, with a grace period of 60 s.
+    lease = {"token": "t", "renewed": time.time() - 61, "stale_after": 60, "pid": 7}
+    first.storage.set_study_system_attr(first.study_id, "advhpo:slot_lease:b:c:0", lease)
+    assert live_workers(study) == []
+    lease["renewed"] = time.time()
+    first.storage.set_study_system_attr(first.study_id, "advhpo:slot_lease:b:c:0", lease)
+    assert live_workers(study) == ["b:c:7"]  # a host name may hold a ":"

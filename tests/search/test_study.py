@@ -186,6 +186,13 @@ def test_space_overrides_are_validated_and_stored(storage_url: str, study_name: 
         ({"ensemble": {"choices": 3}}, "choices is 3"),
         ({"ensemble": {"choices": []}}, r"choices is \[\]"),
         ({"lr": 0.01}, "got 0.01"),
+        # Each valid alone; together every adversarial trial would fail.
+        ({"adv_eps": {"choices": [0.0, 0.1]}}, "'adv_eps': adv_method 'fgsm' needs adv_eps > 0"),
+        ({"adv_eps": {"low": 0, "high": 0}}, "needs adv_eps > 0"),
+        (
+            {"adv_method": {"choices": ["fgsm_rs"]}, "adv_eps": {"choices": [0.0]}},
+            "adv_method 'fgsm_rs' needs adv_eps > 0",
+        ),
     ],
 )
 def test_bad_space_overrides_are_config_errors(space: dict[str, object], message: str) -> None:
@@ -207,6 +214,28 @@ def test_suggested_configs_stay_inside_the_space() -> None:
         study.tell(trial, [0.5, 0.5])
 
 
+def test_a_large_evaluation_radius_gives_trials_a_valid_eps_grid() -> None:
+    # 2 x 0.6 is outside the pixel range: every trial's config would be refused.
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    cfg = suggest_config(study.ask(), mnist_settings(eval_eps=0.6))
+    assert cfg.eps_grid[-1] == 1.0 and cfg.eval_eps == 0.6
+
+
+def test_the_progress_lines_tell_an_interrupted_trial_from_a_failed_one() -> None:
+    from advhpo.search._launch import _report
+
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    fail = optuna.trial.TrialState.FAIL
+    study.add_trial(optuna.trial.create_trial(state=fail, user_attrs={"interrupted": True}))
+    study.add_trial(optuna.trial.create_trial(state=fail, user_attrs={"fail_reason": "E: x"}))
+    lines: list[str] = []
+    _report(study, 2, set(), lines.append, lambda *a: None)
+    assert lines == [
+        "trial 0 interrupted: checkpointed and queued again for resume",
+        "trial 1 failed: E: x",
+    ]
+
+
 def test_a_gpu_worker_starts_with_only_its_gpu_visible(monkeypatch: pytest.MonkeyPatch) -> None:
     from advhpo.search._launch import _pinned_env
 
@@ -223,6 +252,12 @@ def test_cost_adds_a_minimised_third_objective(storage_url: str, study_name: str
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE", "MINIMIZE"]
     with pytest.raises(ConfigError, match="objectives"):
         create_or_check_study(study_name, storage, mnist_settings())
+
+
+def test_adv_eps_may_be_zero_when_only_undefended_trials_are_searched() -> None:
+    space = {"adv_method": {"choices": ["none"]}, "adv_eps": {"choices": [0.0]}}
+    assert mnist_settings(space=space).space == space
+    mnist_settings(space={"adv_eps": {"low": 0, "high": 0.3}})  # 0 itself is never sampled
 
 
 def test_integer_bounds_of_a_float_parameter_give_a_float_range() -> None:

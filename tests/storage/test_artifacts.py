@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -166,6 +168,21 @@ def test_remove_deletes_the_checkpoint_and_stale_temp_files(tmp_path: Path) -> N
     store.remove("mnist", 2)  # already gone: fine
     assert store.load("mnist", 2) is None
     assert _files(tmp_path) == ["trial-12.pt"]
+
+
+def test_a_save_deletes_what_killed_saves_of_its_trial_left(tmp_path: Path) -> None:
+    # SIGKILL (or a second Ctrl-C) mid-save runs no cleanup; each leftover is checkpoint-sized.
+    store = CheckpointStore(tmp_path)
+    folder = store.save("mnist", 2, 1, {}).parent
+    old, fresh, other = (folder / n for n in (".trial-2.a.tmp", ".trial-2.b.tmp", ".trial-3.c.tmp"))
+    for f in (old, fresh, other):
+        f.write_bytes(b"left by a killed save")
+    hours_ago = time.time() - 2 * 3600
+    for f in (old, other):
+        os.utime(f, (hours_ago, hours_ago))
+    store.save("mnist", 2, 2, {})
+    # A fresh one may be a live save's (another process of a retry); trial 3's are its own.
+    assert _files(tmp_path) == [".trial-2.b.tmp", ".trial-3.c.tmp", "trial-2.pt"]
 
 
 @pytest.mark.parametrize("name", ["../../escape", "a/b", "a b", "..", "", "é/../ü", "x" * 300])

@@ -394,6 +394,16 @@ def test_a_missing_driver_is_a_storage_error() -> None:
     assert PASSWORD not in str(info.value)
 
 
+@pytest.mark.parametrize("query", ["foo=bar", "connect_timeout=abc"])
+def test_a_query_option_the_driver_refuses_is_a_storage_error(query: str) -> None:
+    # PyMySQL (a test dependency) takes unknown options as keyword arguments: a TypeError,
+    # and int() of a bad timeout: a ValueError, both before any connection is tried.
+    with pytest.raises(StorageError, match="cannot open storage") as info:
+        open_storage(f"mysql+pymysql://bob:{PASSWORD}@127.0.0.1:1/advhpo?{query}")
+    assert len(str(info.value).splitlines()) == 1
+    assert PASSWORD not in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [

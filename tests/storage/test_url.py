@@ -100,6 +100,7 @@ def test_check_url_accepts_sqlite_files_postgresql_and_mysql(url: str) -> None:
         ("sqlite:///:memory:", "in-memory"),
         ("sqlite:///file:a.db?mode=memory&uri=true", "in-memory"),
         ("sqlite:///file:a.db?uri=true", "URI filenames"),
+        ("sqlite:///a.db?timeout=abc", "take no query options .got timeout."),
         ("postgresql://bob:s3cr@et@127.0.0.1:1/x", "write an '@' .* as %40"),
         ("mysql+pymysql://bob:s3cret@@db/x", "as %40"),
     ],
