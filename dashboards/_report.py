@@ -32,6 +32,7 @@ from advhpo.dashboards._plots import (
 )
 from advhpo.dashboards._study_data import StudyData, curve_trials
 from advhpo.search import MASKING_GAP, format_params, hypervolume, masking_flag, settings_dict
+from advhpo.storage import unwritable_reason
 
 FIGURES = ("pareto", "hypervolume", "importance", "parallel", "eps", "learning")
 """The report's figures, in page order (ids ``fig-<name>``)."""
@@ -136,13 +137,9 @@ def check_report_path(out: Path) -> None:
     out = Path(out)
     if out.is_dir():
         raise StorageError(f"cannot write {out}: it is a folder; name the HTML file")
-    place = out.parent.absolute()
-    while not place.exists():
-        place = place.parent
-    if not place.is_dir():
-        raise StorageError(f"cannot write {out}: {place} is not a folder")
-    if not os.access(place, os.W_OK | os.X_OK):
-        raise StorageError(f"cannot write {out}: {place} is read-only")
+    reason = unwritable_reason(out.parent)
+    if reason is not None:
+        raise StorageError(f"cannot write {out}: {reason}")
 
 
 def write_report(

@@ -66,12 +66,12 @@ def export_text(study: optuna.Study, fmt: str) -> str:
         return json.dumps(_finite({"study": study.study_name, "trials": full}), allow_nan=False)
     if fmt != "csv":
         raise ValueError(f"unknown export format {fmt!r}; use csv or json")
-    # A study without trials still gets its header: what a script reading it expects.
-    objectives = stored_settings(study).objectives()
-    columns = ["number", "state", *objectives]
+    columns: list[str] = []
     for r in rows:
         columns += [k for k in r if k not in columns]
-    if not rows:
+    if not rows:  # still a header: what a script reading the file expects
+        objectives = stored_settings(study).objectives()
+        columns = ["number", "state", *objectives]
         columns += [k for k in (*_ATTRS, "datetime_start", "duration_seconds") if k not in columns]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from advhpo.storage._artifacts import CheckpointStore, default_artifact_dir
+from advhpo.storage._artifacts import CheckpointStore, default_artifact_dir, unwritable_reason
 from advhpo.storage._rdb import open_storage
 from advhpo.storage._resilient import (
     GRACE_ATTR,
@@ -47,4 +47,5 @@ __all__ = [
     "requeue_interrupted",
     "resolve_storage_url",
     "retry_callback",
+    "unwritable_reason",
 ]

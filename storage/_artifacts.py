@@ -67,15 +67,9 @@ class CheckpointStore:
         Raises:
             StorageError: The root, or its nearest existing ancestor, is not a writable folder.
         """
-        place = self.root.absolute()
-        while not place.exists():
-            place = place.parent
-        if not place.is_dir():
-            raise StorageError(
-                f"cannot write checkpoints under {self.root}: {place} is not a folder"
-            )
-        if not os.access(place, os.W_OK | os.X_OK):
-            raise StorageError(f"cannot write checkpoints under {self.root}: {place} is read-only")
+        reason = unwritable_reason(self.root)
+        if reason is not None:
+            raise StorageError(f"cannot write checkpoints under {self.root}: {reason}")
 
     def path(self, study_name: str, key: int) -> Path:
         """The checkpoint file of trial ``key`` of ``study_name`` (which may not exist)."""
@@ -172,6 +166,22 @@ class CheckpointStore:
             raise StorageError(f"cannot remove checkpoint {file}: {e.strerror or e}") from e
         # The study directory stays even when empty: removing it could race with another
         # worker's save between its mkdir and its temporary file.
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why files could not be made under ``folder`` (created as needed), or ``None``.
+
+    Creates nothing: a missing folder only needs a writable folder as its nearest existing
+    ancestor.
+    """
+    place = Path(folder).absolute()
+    while not place.exists():
+        place = place.parent
+    if not place.is_dir():
+        return f"{place} is not a folder"
+    if not os.access(place, os.W_OK | os.X_OK):
+        return f"{place} is read-only"
+    return None
 
 
 def _remove_abandoned(target: Path) -> None:
