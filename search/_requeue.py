@@ -6,7 +6,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from advhpo.search._fail_reason import LOST_REASON, fail_reason
-from advhpo.storage import INTERRUPTED_ATTR, RetryLostTrial, requeue_interrupted
+from advhpo.storage import (
+    INTERRUPTED_ATTR,
+    RetryLostTrial,
+    may_requeue_interrupted,
+    requeue_interrupted,
+)
 
 
 def requeue_dropped(
@@ -32,18 +37,38 @@ def requeue_dropped(
         The numbers of the attempts a retry was queued for.
     """
     trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs["retry_history"][-1] for t in trials if _is_retry(t)}
+    retried = retried_attempts(trials)
     queued = []
     for trial in trials:
-        if trial.state != TrialState.FAIL or trial.number in retried:
+        if trial.number in retried or not retry_due(trial, lost_retry, max_requeues):
             continue
         if trial.user_attrs.get(INTERRUPTED_ATTR):
-            if requeue_interrupted(study, trial, max_requeues):
-                queued.append(trial.number)
-        elif fail_reason(trial) == LOST_REASON and lost_retry and lost_retry.will_retry(trial):
+            requeue_interrupted(study, trial, max_requeues)
+        elif lost_retry is not None:  # always so for a lost attempt that is due
             lost_retry(study, trial)
-            queued.append(trial.number)
+        queued.append(trial.number)
     return queued
+
+
+def retry_due(trial: FrozenTrial, lost_retry: RetryLostTrial | None, max_requeues: int) -> bool:
+    """Whether the attempt failed in a way that gets a retry, queued or not yet.
+
+    Args:
+        trial: Any attempt; only FAIL ones can be due.
+        lost_retry: The storage's callback for lost trials (``None``: lost ones stay failed).
+        max_requeues: Interruptions of one trial after which it is left failed.
+    """
+    if trial.state != TrialState.FAIL:
+        return False
+    if trial.user_attrs.get(INTERRUPTED_ATTR):
+        return may_requeue_interrupted(trial, max_requeues)
+    lost = fail_reason(trial) == LOST_REASON
+    return lost and lost_retry is not None and lost_retry.will_retry(trial)
+
+
+def retried_attempts(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the attempts among ``trials`` that a queued retry continues."""
+    return {t.system_attrs["retry_history"][-1] for t in trials if _is_retry(t)}
 
 
 def _is_retry(trial: FrozenTrial) -> bool:

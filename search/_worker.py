@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # torch is imported in the worker process only, after GPU pin
 
     from advhpo.objectives import DatasetSplits, EnsembleTrainer, EpochEnd
     from advhpo.storage import CheckpointStore, ResilientRDBStorage
-from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts, spends_budget
+from advhpo.search._budget import EARLY_STOP_ATTR, budget_counts, lineages_ahead
 from advhpo.search._early_stop import EPOCH_VALUES_ATTR, EarlyStopRule, reference_points
 from advhpo.search._fail_reason import FAIL_REASON_ATTR, LOST_REASON, fail_reason
 from advhpo.search._requeue import requeue_dropped
@@ -34,7 +34,14 @@ from advhpo.search._sampler_state import load_sampler_state, save_sampler_state
 from advhpo.search._settings import StudySettings, stored_settings
 from advhpo.search._slot import SlotLease
 from advhpo.search._space import suggest_config
-from advhpo.storage import GRACE_ATTR, INTERRUPTED_ATTR, is_transient, original_trial_number
+from advhpo.storage import (
+    GRACE_ATTR,
+    INTERRUPTED_ATTR,
+    RetryLostTrial,
+    is_transient,
+    original_trial_number,
+    requeue_interrupted,
+)
 
 _MAX_REQUEUES = 100  # interruptions of one trial before it is left failed
 
@@ -218,8 +225,6 @@ def _pull_trials(
     objective: _Objective,
 ) -> int:
     """Run trials of the study until its budget is met, the deadline passes or a stop."""
-    from advhpo.storage import RetryLostTrial, requeue_interrupted
-
     study_id = lease.study_id
     study = optuna.load_study(study_name=spec.study_name, storage=storage)
 
@@ -238,8 +243,7 @@ def _pull_trials(
         if trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED_ATTR):
             requeue_interrupted(study, trial, _MAX_REQUEUES)
 
-    callback = storage.get_heartbeat_stale_trial_callback()
-    lost_retry = callback if isinstance(callback, RetryLostTrial) else None
+    lost_retry = objective.lost_retry
     failures_in_a_row = any_failures_in_a_row = 0
     while not stop.requested:
         if lease.lost:
@@ -377,6 +381,8 @@ class _Objective:
             else EarlyStopRule(settings.early_stop, settings.early_stop_min_trials)
         )
         self.current: optuna.Trial | None = None  # the trial being run
+        callback = storage.get_heartbeat_stale_trial_callback()
+        self.lost_retry = callback if isinstance(callback, RetryLostTrial) else None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         self.current = trial
@@ -542,15 +548,12 @@ class _Objective:
 
         Two workers may ask for a trial at the same moment; the one with the higher number
         steps back, so the study never holds more than ``budget`` trials that spend it. A
-        queued trial ahead (a retry, a baseline) counts too: workers take queued trials first,
-        so it will run, and a new trial that ran beside it would overshoot.
+        retry ranks by its original's number and a queued trial ahead (a retry, a baseline)
+        counts too: workers take queued trials first, so it will run, and a new trial that ran
+        beside it would overshoot (``lineages_ahead``).
         """
-        ahead = [
-            t
-            for t in trial.study.get_trials(deepcopy=False)
-            if t.number < trial.number
-            and (t.state in (TrialState.RUNNING, TrialState.WAITING) or spends_budget(t))
-        ]
+        trials = trial.study.get_trials(deepcopy=False)
+        ahead = lineages_ahead(trials, original_trial_number(trial), self.lost_retry, _MAX_REQUEUES)
         if len(ahead) >= self.settings.budget:
             trial.set_user_attr("skipped", "budget already taken by other trials")
             raise optuna.TrialPruned()

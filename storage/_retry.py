@@ -84,13 +84,22 @@ def requeue_interrupted(study: optuna.Study, trial: FrozenTrial, max_requeues: i
     Returns:
         Whether a retry was queued.
     """
-    # Optuna's retry_history(trial), read directly: that accessor is experimental and warns.
-    history = list(trial.system_attrs.get("retry_history", []))
-    lost = _lost_before(trial)
-    if len(history) - lost >= max_requeues:
+    if not may_requeue_interrupted(trial, max_requeues):
         return False
-    _queue_retry(study, trial, lost)
+    _queue_retry(study, trial, _lost_before(trial))
     return True
+
+
+def may_requeue_interrupted(trial: FrozenTrial, max_requeues: int) -> bool:
+    """Whether an interrupted attempt is within ``max_requeues`` and so gets a retry.
+
+    Args:
+        trial: The failed, interrupted attempt.
+        max_requeues: Interruptions of one trial after which it is left failed.
+    """
+    # Optuna's retry_history(trial), read directly: that accessor is experimental and warns.
+    history = trial.system_attrs.get("retry_history", [])
+    return len(history) - _lost_before(trial) < max_requeues
 
 
 def _queue_retry(study: optuna.Study, trial: FrozenTrial, lost: int) -> None:

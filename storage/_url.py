@@ -26,7 +26,7 @@ def resolve_storage_url(url: str | None) -> str:
     """Pick the storage URL: the argument, else ``$ADVHPO_STORAGE``, else the default.
 
     Args:
-        url: An explicit URL (e.g. from ``--storage``). Default: none given.
+        url: An explicit URL (e.g. from ``--storage``), or ``None``.
 
     Returns:
         The URL to use, stripped of surrounding whitespace. It is not validated here; see

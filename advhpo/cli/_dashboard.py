@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
 ArtifactsOpt = Annotated[
     Path | None,
-    typer.Option(help="The study's artifact folder (default: beside the SQLite file)."),
+    typer.Option(
+        help="The study's artifact folder (default: X.artifacts beside a SQLite file X.db, "
+        "./advhpo-artifacts for a server database)."
+    ),
 ]
 
 

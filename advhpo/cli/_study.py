@@ -36,6 +36,13 @@ def positive_seconds(value: float | None) -> float | None:
     return value
 
 
+def share_arg(value: float | None) -> float | None:
+    """Typer callback: a share of trials in (0, 1]."""
+    if value is not None and not 0 < value <= 1:  # also refuses nan
+        raise typer.BadParameter(f"must be in (0, 1], got {value}")
+    return value
+
+
 StorageOpt = Annotated[
     str | None,
     typer.Option(help="SQLAlchemy URL (env: ADVHPO_STORAGE; default sqlite:///advhpo.db)."),
@@ -52,7 +59,11 @@ PerGpuOpt = Annotated[int, typer.Option(callback=positive_int, help="Workers sha
 DataDirOpt = Annotated[Path | None, typer.Option(help="Dataset folder (env: ADVHPO_DATA_DIR).")]
 OfflineOpt = Annotated[bool, typer.Option(help="Never download datasets.")]
 ArtifactsOpt = Annotated[
-    Path | None, typer.Option(help="Checkpoint folder (default: beside the SQLite file).")
+    Path | None,
+    typer.Option(
+        help="Checkpoint folder (default: X.artifacts beside a SQLite file X.db, "
+        "./advhpo-artifacts for a server database)."
+    ),
 ]
 TimeoutOpt = Annotated[
     float | None,
@@ -86,7 +97,11 @@ def run(
     dataset: Annotated[DatasetName, typer.Option(help="Dataset of every trial.")],
     storage: StorageOpt = None,
     trials: Annotated[
-        int, typer.Option(callback=positive_int, help="COMPLETE trials wanted (all hosts).")
+        int,
+        typer.Option(
+            callback=positive_int,
+            help="Trials wanted across all hosts: COMPLETE plus early-stopped.",
+        ),
     ] = 20,
     workers: WorkersOpt = None,
     devices: DevicesOpt = "auto",
@@ -125,10 +140,10 @@ def run(
     early_stop: Annotated[
         float | None,
         typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Stop a trial after an epoch when this share of the completed trials' points "
-            "at that epoch dominate its own (e.g. 0.5); stopped trials count against --trials.",
+            callback=share_arg,
+            help="Stop a trial after an epoch when this share (in (0, 1]) of the completed "
+            "trials' points at that epoch dominate its own (e.g. 0.5); stopped trials count "
+            "against --trials.",
         ),
     ] = None,
     early_stop_min_trials: Annotated[
@@ -155,7 +170,8 @@ def run(
         ),
     ] = False,
 ) -> None:
-    """Create the study if absent and run workers until it has TRIALS complete trials."""
+    """Create the study if absent and run workers until TRIALS trials are complete or stopped
+    early."""
     with one_line_errors():
         from advhpo.search import (
             DEFAULT_SAMPLER,

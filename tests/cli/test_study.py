@@ -69,6 +69,7 @@ def test_an_artifact_folder_that_cannot_be_written_fails_before_any_database_is_
         (["--timeout", "0"], "--timeout"),
         (["--timeout", "-5"], "--timeout"),
         (["--grace-period", "1"], "--grace-period"),
+        (["--early-stop", "0"], "must be in (0, 1]"),
         ([], "a study name must not be blank"),
     ],
 )

@@ -199,6 +199,71 @@ def test_a_new_trial_steps_back_for_a_queued_retry_ahead_of_it(
     assert storage.get_trial(new._trial_id).user_attrs["skipped"].startswith("budget already")
 
 
+def _fail(storage: ResilientRDBStorage, trial_id: int, end: str) -> None:
+    """End a running attempt as a lost, an interrupted or a hand-failed one."""
+    if end == "lost":
+        fail_as_lost(storage, trial_id)
+        return
+    if end == "interrupted":
+        storage.set_trial_user_attr(trial_id, "interrupted", True)
+        storage.set_trial_user_attr(trial_id, "fail_reason", "Interrupted: stopped")
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
+# The failing write and the retry's queueing are two writes; trials here are made in between.
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+@pytest.mark.parametrize(
+    ("end", "max_retry", "steps_back"),
+    [
+        ("lost", 3, True),
+        ("interrupted", 3, True),
+        ("lost", 0, False),  # out of retries: its place is free
+        ("by hand", 3, False),  # failed from outside: never retried
+    ],
+)
+def test_a_new_trial_steps_back_for_a_failed_trial_whose_retry_is_not_queued_yet(
+    tmp_path: Path, tiny_splits: DatasetSplits, end: str, max_retry: int, steps_back: bool
+) -> None:
+    settings = mnist_settings(budget=1)
+    storage, study = _sqlite_study(tmp_path, settings, max_retry=max_retry)
+    first = study.ask()
+    suggest_config(first, settings)
+    _fail(storage, first._trial_id, end)
+    new = optuna.Trial(study, storage.create_new_trial(storage.get_study_id_from_name("s")))
+
+    objective = _objective(storage, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
+    if steps_back:
+        with pytest.raises(optuna.TrialPruned):
+            objective._claim_budget(new)
+    else:
+        objective._claim_budget(new)
+    assert requeue_dropped(study, objective.lost_retry, max_requeues=5) == (
+        [first.number] if steps_back else []
+    )
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_retry_queued_after_a_new_trial_keeps_its_place_and_the_new_trial_steps_back(
+    tmp_path: Path, tiny_splits: DatasetSplits
+) -> None:
+    settings = mnist_settings(budget=1)
+    storage, study = _sqlite_study(tmp_path, settings, max_retry=3)
+    first = study.ask()
+    suggest_config(first, settings)
+    fail_as_lost(storage, first._trial_id)
+    new = optuna.Trial(study, storage.create_new_trial(storage.get_study_id_from_name("s")))
+    retry_callback(3)(study, storage.get_trial(first._trial_id))  # the failing worker's 2nd write
+    retry = study.ask()
+    assert retry.number == new.number + 1
+
+    # The retry is taken and claims before the new trial does: it must not step back for a
+    # trial that is itself bound to, or both would, and the checkpoint's epochs be redone.
+    objective = _objective(storage, settings, tiny_splits, CheckpointStore(tmp_path / "art"))
+    objective._claim_budget(retry)
+    with pytest.raises(optuna.TrialPruned):
+        objective._claim_budget(new)
+
+
 def test_a_study_made_again_under_its_name_does_not_resume_the_old_study_s_checkpoints(
     tmp_path: Path, tiny_splits: DatasetSplits
 ) -> None:
