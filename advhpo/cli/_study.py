@@ -276,12 +276,8 @@ def _run(
     baselines: bool = False,
     stored_sampler: bool = False,
 ) -> None:
-    import contextlib
-    import dataclasses
-
     import optuna
 
-    from advhpo._errors import ConfigError
     from advhpo.objectives import load_raw
     from advhpo.search import (
         RunOptions,
@@ -289,7 +285,6 @@ def _run(
         baseline_params,
         create_or_check_study,
         place_workers,
-        stored_settings,
     )
     from advhpo.storage import (
         CheckpointStore,
@@ -311,15 +306,16 @@ def _run(
         placements = place_workers(devices, workers, trials_per_gpu)
         # Else every trial would fail on its first checkpoint.
         CheckpointStore(artifacts or default_artifact_dir(url)).check_writable()
+        if rdb is None:
+            # Rerunning a study's command with another dataset must say so before that dataset
+            # is downloaded (or found missing offline), not after.
+            _check_stored_study(name, url, settings, stored_sampler)
         # Fetch (or check) the dataset once here: parallel workers must not race to download it.
         load_raw(settings.dataset, data_dir, offline=offline)
     if rdb is None:  # resume passes the storage it already opened: one pool per launcher
         rdb = open_storage(url, create=create, **_heartbeat(grace_period))
     if stored_sampler:
-        # No such study, or not advhpo's: create_or_check_study creates it or says so.
-        with contextlib.suppress(ConfigError):
-            existing = stored_settings(_load(name, rdb))
-            settings = dataclasses.replace(settings, sampler=existing.sampler)
+        settings = _with_stored_sampler(name, rdb, settings)
     create_or_check_study(name, rdb, settings, baselines=baselines)
     if create_only or placements is None:
         if not quiet:
@@ -359,6 +355,47 @@ def _run(
         codes = ", ".join(f"worker {i}: exit code {code}" for i, code in failed.items())
         err_console.print(f"[bold red]error:[/] {len(failed)} worker(s) failed ({codes})")
         raise typer.Exit(1)
+
+
+def _with_stored_sampler(name: str, rdb: Any, settings: Any) -> Any:
+    """``settings`` with the sampler of the stored study ``name``, if advhpo made one."""
+    import dataclasses
+
+    from advhpo._errors import ConfigError
+    from advhpo.search import stored_settings
+
+    try:
+        existing = stored_settings(_load(name, rdb))
+    except ConfigError:  # no such study, or not advhpo's: create_or_check_study decides
+        return settings
+    return dataclasses.replace(settings, sampler=existing.sampler)
+
+
+def _check_stored_study(name: str, url: str, settings: Any, stored_sampler: bool) -> None:
+    """Refuse ``settings`` if the database at ``url`` already holds study ``name`` with others.
+
+    Creates nothing: a missing database (or one out of reach) is left for the real open, after
+    the dataset check, to create or report.
+    """
+    from advhpo._errors import ConfigError, StorageError
+    from advhpo.search import check_compatible, stored_settings
+    from advhpo.storage import open_storage
+
+    try:
+        peek = open_storage(url, create=False)
+    except StorageError:
+        return
+    try:
+        if stored_sampler:
+            settings = _with_stored_sampler(name, peek, settings)
+        try:
+            study = _load(name, peek)
+            stored_settings(study)
+        except ConfigError:  # no such study, or not advhpo's: create_or_check_study decides
+            return
+        check_compatible(study, settings)
+    finally:
+        peek.engine.dispose()
 
 
 def _heartbeat(grace_period: int) -> dict[str, int]:
