@@ -27,7 +27,7 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" \
 
 # The project (its other dependencies include optuna-dashboard) and the PostgreSQL driver.
 COPY . /tmp/advhpo
-RUN pip install /tmp/advhpo "psycopg2-binary>=2.9" && rm -rf /tmp/advhpo
+RUN pip install '/tmp/advhpo[postgres]' && rm -rf /tmp/advhpo
 
 # Not root. The volume mount points are created here, owned by that user, so that Docker
 # initialises the named volumes `datasets` and `artifacts` writable for it.

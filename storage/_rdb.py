@@ -36,6 +36,13 @@ _POOL_RECYCLE = 300
 # minutes); only for drivers known to take a ``connect_timeout`` argument.
 _CONNECT_TIMEOUT = 10
 _CONNECT_TIMEOUT_DRIVERS = frozenset({"psycopg2", "psycopg", "pymysql", "mysqldb"})
+# pyproject.toml's extras, by the (backend, driver) each installs; "" is a URL naming no driver,
+# which finds psycopg2 (_with_installed_driver).
+_DRIVER_EXTRAS = {
+    ("postgresql", ""): "postgres",
+    ("postgresql", "psycopg2"): "postgres",
+    ("mysql", "pymysql"): "mysql",
+}
 # Workers started together on a fresh database race to create Optuna's tables; the losers see
 # "already exists" or a duplicate key and succeed on a retry, once the tables are there.
 _INIT_ATTEMPTS = 8
@@ -133,9 +140,7 @@ def open_storage(
             if attempt + 1 < _INIT_ATTEMPTS and _is_creation_race(e):
                 time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
                 continue
-            raise StorageError(
-                f"cannot open storage {masked}: {_reason(e, parsed.password, create)}"
-            ) from e
+            raise StorageError(f"cannot open storage {masked}: {_reason(e, parsed, create)}") from e
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -237,10 +242,15 @@ def _is_creation_race(e: BaseException) -> bool:
     return "already exists" in message or "database is locked" in message
 
 
-def _reason(e: BaseException, password: str | None, create: bool) -> str:
+def _reason(e: BaseException, parsed: URL, create: bool) -> str:
     """One line saying why the storage did not open, without the password."""
+    password = parsed.password
     if isinstance(e, ImportError):
         line = f"database driver not installed ({_first_line(e.__cause__ or e)})"
+        backend, _, driver = parsed.drivername.partition("+")
+        extra = _DRIVER_EXTRAS.get((backend, driver))
+        if extra is not None:
+            line += f"; install it with: pip install 'advhpo[{extra}]'"
     else:
         line = _first_line(_driver_error(e))
     if not create and ("does not exist" in line or "no such table" in line):

@@ -225,7 +225,12 @@ def test_the_dockerfile_builds_a_cuda_torch_image_for_a_non_root_user() -> None:
     assert image_entrypoint() == ["advhpo"]
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
-    assert re.search(r"pip install .*torch==", text) and "psycopg2-binary" in text
+    assert re.search(r"pip install .*torch==", text)
+    # The project with its PostgreSQL driver (the postgres extra), which the compose URL names.
+    assert re.search(r"pip install '/tmp/advhpo\[postgres\]'", text)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert any(req.startswith("psycopg2-binary") for req in extras["postgres"])
     # The Python the project requires and CI tests.
     python = re.search(r"^ARG PYTHON_VERSION=(\S+)", text, re.M)
     assert python and python.group(1) == "3.11"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -387,11 +388,28 @@ def test_an_unreachable_server_is_a_quick_masked_storage_error() -> None:
     assert PASSWORD not in message and PASSWORD not in repr(info.value)
 
 
-def test_a_missing_driver_is_a_storage_error() -> None:
-    # PyMySQL is not a dependency; were it installed, port 1 would refuse instead.
-    with pytest.raises(StorageError, match="cannot open storage") as info:
-        open_storage(f"mysql+pymysql://bob:{PASSWORD}@127.0.0.1:1/advhpo")
-    assert PASSWORD not in str(info.value)
+@pytest.mark.parametrize(
+    ("url", "modules", "hint"),
+    [
+        ("postgresql+psycopg2", ["psycopg2"], "pip install 'advhpo[postgres]'"),
+        ("postgresql", ["psycopg2", "psycopg"], "pip install 'advhpo[postgres]'"),
+        ("mysql+pymysql", ["pymysql"], "pip install 'advhpo[mysql]'"),
+        ("mysql+mysqldb", ["MySQLdb"], None),  # no extra of ours installs mysqlclient
+    ],
+)
+def test_a_missing_driver_is_a_storage_error_naming_the_extra_that_installs_it(
+    monkeypatch: pytest.MonkeyPatch, url: str, modules: list[str], hint: str | None
+) -> None:
+    for module in modules:  # None in sys.modules: importing it raises ImportError
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(StorageError, match="database driver not installed") as info:
+        open_storage(f"{url}://bob:{PASSWORD}@127.0.0.1:1/advhpo")
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and PASSWORD not in message
+    if hint is None:
+        assert "advhpo[" not in message
+    else:
+        assert message.endswith(hint)
 
 
 @pytest.mark.parametrize("query", ["foo=bar", "connect_timeout=abc"])
