@@ -19,6 +19,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
 from advhpo._errors import StorageError
+from advhpo._umask import umask
 from advhpo.dashboards._eps_cache import CheckpointCurves, EpsCurve, stored_eps_curve
 from advhpo.dashboards._importance import param_importances
 from advhpo.dashboards._plots import (
@@ -162,6 +163,8 @@ def write_report(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        # A report is for sharing: the mode open() would give, not mkstemp's private 0600.
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(page)
         os.replace(tmp, out)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from advhpo._errors import ConfigError, DataError
+from advhpo._umask import umask
 from advhpo.objectives._config import TrialConfig
 from advhpo.objectives._evaluate import MeanLogits
 from advhpo.objectives._net import make_net_for_loading
@@ -76,6 +77,8 @@ def save_ensemble(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     old: Path | None = None
     try:
+        # A saved model is for sharing: the mode mkdir would give, not mkdtemp's private 0700.
+        tmp.chmod(0o777 & ~umask())
         meta = {"format": _FORMAT, "members": len(members), "config": cfg.to_dict()}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         for k, m in enumerate(members):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -204,6 +206,20 @@ def test_write_report_writes_the_file_and_summarises(study: optuna.Study, tmp_pa
     assert summary.hypervolume == pytest.approx(hypervolume(front_points(study)))
     assert steps[0].startswith("importance") and steps[-1] == "done"
     assert not [p for p in out.parent.iterdir() if p.name != "report.html"]  # no temp file left
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_report_is_written_with_the_mode_a_new_file_gets(
+    study: optuna.Study, tmp_path: Path, umask: int
+) -> None:
+    # Others on a shared host read a report when the umask lets them, as any file they get.
+    out = tmp_path / "report.html"
+    old = os.umask(umask)
+    try:
+        write_report(load_study_data(study), out)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
 
 
 def test_report_data_survives_json(study: optuna.Study) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,22 @@ def test_saving_into_an_empty_folder_works(tmp_path: Path) -> None:
     save_ensemble(tmp_path / "ens", cfg, _members(cfg))
     assert len(load_ensemble(tmp_path / "ens").members) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["ens"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_saved_ensemble_gets_the_modes_of_a_new_folder_and_files(
+    tmp_path: Path, umask: int
+) -> None:
+    # Another user of a shared host loads it when the umask lets them, as any folder made.
+    cfg = _cfg()
+    old = os.umask(umask)
+    try:
+        save_ensemble(tmp_path / "ens", cfg, _members(cfg))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ens").stat().st_mode) == 0o777 & ~umask
+    for file in (tmp_path / "ens").iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask
 
 
 @pytest.mark.parametrize("content", ["a stray file", "a config.json of something else"])
