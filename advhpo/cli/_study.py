@@ -471,9 +471,17 @@ def status(
             + " · "
             + " · ".join(f"{k.lower()} {v}" for k, v in states.items() if v)
         )
+        best = " · ".join(
+            f"best {label} {value:.4f}"
+            for label, value in (
+                ("clean", report["best_clean_acc"]),
+                ("fgsm", report["best_fgsm_acc"]),
+            )
+            if value is not None
+        )
         out.print(
             f"front {report['front_size']} trials · hypervolume {report['hypervolume']:.4f}"
-            f" · best clean {report['best_clean_acc']} · best fgsm {report['best_fgsm_acc']}"
+            + (f" · {best}" if best else "")
         )
         out.print(f"live workers: {', '.join(report['live_workers']) or 'none'}")
 

@@ -150,3 +150,16 @@ def test_a_cost_studys_pareto_and_status_show_the_accuracy_front(
     assert "120" in rows[0] and "30" in rows[1]
     code, out, _ = run_cli(["status", "s", "--storage", url, "--json"])
     assert code == 0 and json.loads(out)["front_size"] == 2
+
+
+def test_status_rounds_the_best_accuracies_and_leaves_out_those_of_an_empty_front(
+    run_cli: CliRun, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert _create(run_cli, url)[0] == 0
+    code, out, _ = run_cli(["status", "s", "--storage", url])
+    assert code == 0 and "front 0 trials" in out and "best" not in out
+    study = optuna.load_study(study_name="s", storage=url)
+    study.add_trial(optuna.trial.create_trial(values=[2 / 3, 0.15]))  # as 300 images give
+    code, out, _ = run_cli(["status", "s", "--storage", url])
+    assert code == 0 and "best clean 0.6667 · best fgsm 0.1500" in out
