@@ -377,6 +377,8 @@ def _check_stored_study(name: str, url: str, settings: Any, stored_sampler: bool
     Creates nothing: a missing database (or one out of reach) is left for the real open, after
     the dataset check, to create or report.
     """
+    import dataclasses
+
     from advhpo._errors import ConfigError, StorageError
     from advhpo.search import check_compatible, stored_settings
     from advhpo.storage import open_storage
@@ -386,13 +388,13 @@ def _check_stored_study(name: str, url: str, settings: Any, stored_sampler: bool
     except StorageError:
         return
     try:
-        if stored_sampler:
-            settings = _with_stored_sampler(name, peek, settings)
         try:
             study = _load(name, peek)
-            stored_settings(study)
+            stored = stored_settings(study)
         except ConfigError:  # no such study, or not advhpo's: create_or_check_study decides
             return
+        if stored_sampler:
+            settings = dataclasses.replace(settings, sampler=stored.sampler)
         check_compatible(study, settings)
     finally:
         peek.engine.dispose()
